@@ -1,0 +1,3 @@
+from kato_exporter.cli import main
+
+raise SystemExit(main())

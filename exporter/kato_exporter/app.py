@@ -1,0 +1,110 @@
+"""Wires the sources and outputs that the config turns on, and owns their lifetimes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from typing import Any
+
+from aiohttp import web
+
+from kato_exporter import __version__
+from kato_exporter.config import Config
+from kato_exporter.hub import Hub
+from kato_exporter.outputs.metrics import Exposition
+from kato_exporter.outputs.web import make_app
+from kato_exporter.sources.containers import ContainerFilter, ContainersSource
+from kato_exporter.sources.host import HostSource
+from kato_exporter.sources.runner import Source, run_source
+
+log = logging.getLogger("kato_exporter")
+
+
+def docker_url(config: Config) -> str:
+    return config.docker.host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+
+
+def build_sources(config: Config) -> list[Any]:
+    sources: list[Any] = []
+    containers = config.collector.containers
+    url = docker_url(config)
+    enabled = containers.enabled
+    if enabled is None:
+        enabled = not url.startswith("unix://") or os.path.exists(url.removeprefix("unix://"))
+        if not enabled:
+            log.warning("no Docker socket at %s: container metrics are off, host metrics still "
+                        "served (--collector.containers turns them on anyway)", url)
+    if enabled:
+        labels = tuple((k, v if sep else None) for k, sep, v in
+                       (item.partition("=") for item in containers.label_selector))
+        sources.append(ContainersSource(
+            url,
+            interval=containers.interval,
+            keep=ContainerFilter(containers.include, labels),
+            stats_mode=containers.stats_mode,
+            api_concurrency=containers.api_concurrency,
+            procfs=config.path.procfs,
+            sysfs=config.path.sysfs,
+        ))
+    if config.collector.host.enabled:
+        sources.append(HostSource(
+            interval=config.collector.host.interval,
+            procfs=config.path.procfs,
+            rootfs=config.path.rootfs,
+            mount_exclude=config.collector.host.mount_exclude,
+        ))
+    return sources
+
+
+def split_address(address: str) -> tuple[str | None, int]:
+    host, _, port = address.rpartition(":")
+    return (host.strip("[]") or None), int(port)
+
+
+async def serve(config: Config, stop: asyncio.Event) -> None:
+    """Run until ``stop`` is set."""
+    hub = Hub()
+    sources: list[Source] = build_sources(config)
+    exposition = Exposition(hub, config.collector.containers.info_labels)
+    app = make_app(hub, exposition, frozenset(s.name for s in sources), config.web.telemetry_path)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    host, port = split_address(config.web.listen_address)
+    await web.TCPSite(runner, host, port).start()
+    log.info("kato-exporter %s listening on http://%s:%d%s (sources: %s)", __version__,
+             host or "0.0.0.0", port, config.web.telemetry_path,
+             ", ".join(s.name for s in sources) or "none")
+    for source in sources:
+        if hasattr(source, "start"):
+            await source.start()
+    tasks = [asyncio.create_task(run_source(s, hub), name=s.name) for s in sources]
+    tasks.append(asyncio.create_task(exposition.run(), name="exposition"))
+    try:
+        await stop.wait()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for source in sources:
+            if hasattr(source, "close"):
+                await source.close()
+        await runner.cleanup()
+
+
+def run(config: Config) -> int:
+    async def main() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await serve(config, stop)
+        except OSError as exc:
+            log.error("cannot listen on %s: %s", config.web.listen_address, exc.strerror or exc)
+            return 1
+        log.info("stopped")
+        return 0
+
+    return asyncio.run(main())

@@ -1,0 +1,67 @@
+"""Command line: flags (each also an env var) → Config → the running exporter."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Sequence
+
+from kato_exporter import __version__
+from kato_exporter.config import ConfigError, leaves, load
+
+log = logging.getLogger("kato_exporter")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="kato-exporter",
+        description="Prometheus exporter for KATO: containers, host and sessions.",
+        epilog="Every flag can also be set from the environment variable shown in brackets.",
+    )
+    p.add_argument("--config.file", dest="config_file", metavar="PATH",
+                   default=os.environ.get("KATO_EXPORTER_CONFIG_FILE"),
+                   help="YAML file with the same settings, nested by their dots "
+                        "[KATO_EXPORTER_CONFIG_FILE].")
+    p.add_argument("--check-config", action="store_true",
+                   help="Validate the configuration, print it and exit.")
+    p.add_argument("--version", action="version", version=f"kato-exporter {__version__}")
+    for leaf in leaves():
+        text = f"{leaf.field.metadata['help']} [{leaf.env}]"
+        if leaf.is_bool:
+            p.add_argument(leaf.flag, dest=leaf.key, action=argparse.BooleanOptionalAction,
+                           default=None, help=text)
+        else:
+            p.add_argument(leaf.flag, dest=leaf.key, default=None, metavar="VALUE", help=text)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = vars(parser().parse_args(argv))
+    config_file = args.pop("config_file")
+    check_only = args.pop("check_config")
+    try:
+        config = load({k: v for k, v in args.items() if v is not None}, os.environ, config_file)
+    except ConfigError as exc:
+        print(f"kato-exporter: configuration error: {exc}", file=sys.stderr)
+        return 2
+    if check_only:
+        print(f"configuration OK{f' ({config_file})' if config_file else ''}")
+        for leaf in leaves():
+            value = _lookup(config, leaf.key)
+            print(f"  {leaf.key} = {getattr(value, 'pattern', value)!r}")
+        return 0
+    logging.basicConfig(
+        level=config.log.level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from kato_exporter.app import run  # imported late: --help and --check-config stay light
+
+    return run(config)
+
+
+def _lookup(config: object, key: str) -> object:
+    for part in key.split("."):
+        config = getattr(config, part)
+    return config

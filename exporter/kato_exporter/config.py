@@ -1,0 +1,267 @@
+"""Typed settings, from defaults < YAML file < environment < flags.
+
+Every setting is declared once, below, as a dataclass field; the YAML keys,
+the flags (``--collector.containers.interval``) and the environment variables
+(``KATO_EXPORTER_COLLECTOR_CONTAINERS_INTERVAL``) are all derived from it.
+Bad values raise ``ConfigError`` naming the field and where it came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping
+
+import yaml
+
+ENV_PREFIX = "KATO_EXPORTER_"
+
+# Like node_exporter: pseudo and container-runtime mounts are not the host's disks.
+DEFAULT_MOUNT_EXCLUDE = r"/(dev|proc|run|sys|var/lib/docker/.+|var/lib/containers/.+)($|/.*)"
+
+
+class ConfigError(Exception):
+    """Invalid configuration; the message names the field and its origin."""
+
+
+# --- value parsers: raw value (YAML scalar or string) → typed value -------------
+
+def parse_str(raw: Any) -> str:
+    if not isinstance(raw, str):
+        raise ValueError(f"expected a string, got {raw!r}")
+    return raw
+
+
+def parse_bool(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {raw!r}")
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(raw: Any) -> float:
+    """``1s``, ``500ms``, ``2m`` or a number of seconds; must be positive."""
+    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        seconds = float(raw)
+    else:
+        match = _DURATION.fullmatch(str(raw).strip())
+        if not match:
+            raise ValueError(f"expected a duration such as 1s, 500ms or 2m, got {raw!r}")
+        seconds = float(match[1]) * _UNITS[match[2]]
+    if seconds <= 0:
+        raise ValueError(f"must be positive, got {raw!r}")
+    return seconds
+
+
+def parse_positive_int(raw: Any) -> int:
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        raise ValueError(f"expected a whole number, got {raw!r}") from None
+    if value < 1 or isinstance(raw, bool):
+        raise ValueError(f"must be at least 1, got {raw!r}")
+    return value
+
+
+def parse_list(raw: Any) -> tuple[str, ...]:
+    """A YAML list, or a comma-separated string."""
+    if isinstance(raw, str):
+        return tuple(item.strip() for item in raw.split(",") if item.strip())
+    if isinstance(raw, list) and all(isinstance(item, str) for item in raw):
+        return tuple(raw)
+    raise ValueError(f"expected a list of strings, got {raw!r}")
+
+
+def parse_regex(raw: Any) -> re.Pattern[str]:
+    try:
+        return re.compile(parse_str(raw))
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression {raw!r}: {exc}") from None
+
+
+def parse_listen_address(raw: Any) -> str:
+    text = parse_str(raw)
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected [host]:port, got {raw!r}")
+    return text
+
+
+def choice(*options: str) -> Callable[[Any], str]:
+    def parse(raw: Any) -> str:
+        if raw not in options:
+            raise ValueError(f"expected one of {', '.join(options)}, got {raw!r}")
+        return str(raw)
+    return parse
+
+
+def setting(default: Any, parse: Callable[[Any], Any], help: str, flag: str | None = None) -> Any:
+    return field(default=default, metadata={"parse": parse, "help": help, "flag": flag})
+
+
+# --- the settings ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class WebConfig:
+    listen_address: str = setting(":9817", parse_listen_address, "Address to listen on, [host]:port.")
+    telemetry_path: str = setting("/metrics", parse_str, "Path under which to expose metrics.")
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = setting("info", choice("debug", "info", "warning", "error"), "Log level.")
+
+
+@dataclass(frozen=True)
+class DockerConfig:
+    host: str = setting("", parse_str,
+                        "Docker API address; default $DOCKER_HOST, else unix:///var/run/docker.sock.")
+
+
+@dataclass(frozen=True)
+class PathConfig:
+    procfs: str = setting("/proc", parse_str, "procfs mount point.")
+    sysfs: str = setting("/sys", parse_str, "sysfs mount point.")
+    rootfs: str = setting("/", parse_str, "Root of the host's filesystems.")
+
+
+@dataclass(frozen=True)
+class ContainersConfig:
+    enabled: bool | None = setting(
+        None, parse_bool, "Container metrics (default: on when a Docker socket is found).",
+        flag="collector.containers")
+    interval: float = setting(1.0, parse_duration, "Refresh interval of container numbers.")
+    include: re.Pattern[str] = setting(
+        re.compile(".*"), parse_regex, "Only containers whose name matches this regex (anchored).")
+    label_selector: tuple[str, ...] = setting(
+        (), parse_list, "Only containers with these labels: comma-separated key or key=value.")
+    info_labels: tuple[str, ...] = setting(
+        (), parse_list, "Docker labels copied onto kato_container_info, comma-separated.")
+    stats_mode: str = setting("auto", choice("auto", "cgroup", "api"),
+                              "Where numbers come from: cgroup files, the Docker stats API, or auto.")
+    api_concurrency: int = setting(8, parse_positive_int, "Concurrent stats API calls in api mode.")
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    enabled: bool = setting(True, parse_bool, "Host metrics.", flag="collector.host")
+    interval: float = setting(1.0, parse_duration, "Refresh interval of host numbers.")
+    mount_exclude: re.Pattern[str] = setting(
+        re.compile(DEFAULT_MOUNT_EXCLUDE), parse_regex, "Mount points to ignore (anchored regex).")
+
+
+@dataclass(frozen=True)
+class CollectorConfig:
+    containers: ContainersConfig = field(default_factory=ContainersConfig)
+    host: HostConfig = field(default_factory=HostConfig)
+
+
+@dataclass(frozen=True)
+class Config:
+    web: WebConfig = field(default_factory=WebConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    docker: DockerConfig = field(default_factory=DockerConfig)
+    path: PathConfig = field(default_factory=PathConfig)
+    collector: CollectorConfig = field(default_factory=CollectorConfig)
+
+
+# --- deriving keys, flags and env vars --------------------------------------------
+
+@dataclass(frozen=True)
+class Leaf:
+    key: str  # dotted YAML path: collector.containers.interval
+    field: dataclasses.Field[Any]
+
+    @property
+    def flag(self) -> str:
+        return "--" + (self.field.metadata["flag"] or self.key.replace("_", "-"))
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + re.sub(r"[.-]", "_", self.flag[2:]).upper()
+
+    @property
+    def is_bool(self) -> bool:
+        return self.field.metadata["parse"] is parse_bool
+
+    def parse(self, raw: Any, origin: str) -> Any:
+        try:
+            return self.field.metadata["parse"](raw)
+        except ValueError as exc:
+            raise ConfigError(f"{origin}: {exc}") from None
+
+
+def leaves(cls: type = Config, prefix: str = "") -> Iterator[Leaf]:
+    for f in dataclasses.fields(cls):
+        if "parse" in f.metadata:
+            yield Leaf(prefix + f.name, f)
+        else:
+            yield from leaves(f.default_factory, prefix + f.name + ".")  # type: ignore[arg-type, misc]
+
+
+def load(
+    flags: Mapping[str, Any],
+    env: Mapping[str, str] = os.environ,
+    config_file: str | None = None,
+) -> Config:
+    """Merge the sources of settings; ``flags`` maps dotted keys to values given on the command line."""
+    values: dict[str, Any] = {}
+    file_values = _read_file(config_file) if config_file else {}
+    for leaf in leaves():
+        if leaf.key in flags:
+            values[leaf.key] = leaf.parse(flags[leaf.key], leaf.flag)
+        elif leaf.env in env:
+            values[leaf.key] = leaf.parse(env[leaf.env], leaf.env)
+        elif leaf.key in file_values:
+            values[leaf.key] = leaf.parse(file_values[leaf.key], f"{config_file}: {leaf.key}")
+    return _build(Config, values)
+
+
+def _read_file(path: str) -> dict[str, Any]:
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    flat: dict[str, Any] = {}
+    _flatten(data if data is not None else {}, Config, "", path, flat)
+    return flat
+
+
+def _flatten(data: Any, cls: type, prefix: str, path: str, out: dict[str, Any]) -> None:
+    if not isinstance(data, dict):
+        where = prefix.rstrip(".") or "top level"
+        raise ConfigError(f"{path}: {where}: expected a mapping, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key, value in data.items():
+        f = fields.get(key)
+        if f is None:
+            known = ", ".join(sorted(fields))
+            raise ConfigError(f"{path}: {prefix}{key}: unknown key (known here: {known})")
+        if "parse" in f.metadata:
+            out[prefix + key] = value
+        else:
+            _flatten(value, f.default_factory, prefix + key + ".", path, out)  # type: ignore[arg-type]
+
+
+def _build(cls: type, values: Mapping[str, Any], prefix: str = "") -> Any:
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        key = prefix + f.name
+        if "parse" not in f.metadata:
+            kwargs[f.name] = _build(f.default_factory, values, key + ".")  # type: ignore[arg-type]
+        elif key in values:
+            kwargs[f.name] = values[key]
+    return cls(**kwargs)

@@ -1,0 +1,93 @@
+"""Plain data the sources yield. Nothing here knows about Prometheus."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+
+@dataclass(frozen=True)
+class ContainerMeta:
+    """What the Docker API says about one container."""
+
+    id: str
+    name: str
+    image: str
+    labels: Mapping[str, str]
+    state: str  # created|running|paused|restarting|removing|exited|dead
+    health: str | None  # starting|healthy|unhealthy, None without a healthcheck
+    restarts: int
+    started_at: float | None  # Unix seconds, None if never started
+    pid: int  # init process on the host, 0 when not running
+    cpu_limit_cores: float | None = None  # as configured (HostConfig)
+    memory_limit_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class ContainerUsage:
+    """Cumulative counters and current gauges of one running container."""
+
+    cpu_seconds: float
+    memory_usage_bytes: int
+    memory_working_set_bytes: int
+    network_receive_bytes: int
+    network_transmit_bytes: int
+    block_read_bytes: int
+    block_write_bytes: int
+    pids: int
+    cpu_limit_cores: float | None = None
+    memory_limit_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class Container:
+    meta: ContainerMeta
+    usage: ContainerUsage | None  # None when stopped or unreadable
+
+
+@dataclass(frozen=True)
+class ContainersSample:
+    containers: tuple[Container, ...]
+    mode: str  # "cgroup" or "api"
+
+
+@dataclass(frozen=True)
+class Filesystem:
+    mountpoint: str
+    fstype: str
+    size_bytes: int
+    used_bytes: int
+
+
+@dataclass(frozen=True)
+class HostSample:
+    cpu_usage_ratio: float  # over the last interval, 0..1
+    cpu_count: int
+    load1: float
+    load5: float
+    load15: float
+    memory_total_bytes: int
+    memory_available_bytes: int
+    swap_total_bytes: int
+    swap_used_bytes: int
+    boot_time_seconds: float
+    filesystems: tuple[Filesystem, ...]
+    network: Mapping[str, tuple[int, int]]  # device -> (receive, transmit) bytes
+
+    @property
+    def memory_usage_ratio(self) -> float:
+        if not self.memory_total_bytes:
+            return 0.0
+        return 1 - self.memory_available_bytes / self.memory_total_bytes
+
+
+@dataclass(frozen=True)
+class SourceHealth:
+    """How a source's last collection went."""
+
+    up: bool
+    duration_seconds: float = 0.0
+    errors_total: int = 0
+    last_success_seconds: float | None = None
+    last_error: str | None = None
+    info: Mapping[str, Any] = field(default_factory=dict)

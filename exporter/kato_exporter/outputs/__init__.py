@@ -1,0 +1,1 @@
+"""Outputs. Each reads the hub's snapshot and never touches a source."""

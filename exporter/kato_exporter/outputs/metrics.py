@@ -1,0 +1,245 @@
+"""Snapshot → Prometheus exposition, rendered once per snapshot and cached.
+
+Sample of what comes out::
+
+    kato_container_state{name="kato",state="running"} 1.0
+    kato_container_cpu_usage_seconds_total{name="kato"} 12.5
+    kato_container_memory_limit_bytes{name="kato"} 6.7108864e+07
+    kato_host_cpu_usage_ratio 0.12
+    kato_exporter_source_up{source="containers"} 1.0
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import platform
+import re
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+from prometheus_client import ProcessCollector
+from prometheus_client.exposition import generate_latest
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+
+from kato_exporter import __version__
+from kato_exporter.hub import Hub, Snapshot
+from kato_exporter.model import ContainersSample, ContainerUsage, HostSample
+
+TEXT = "text/plain; version=0.0.4; charset=utf-8"
+OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+
+CONTAINER_STATES = ("created", "running", "paused", "restarting", "exited", "dead")
+HEALTH_STATES = ("starting", "healthy", "unhealthy")
+
+Rows = Iterable[tuple[Sequence[str], float]]
+
+
+def _family(kind: type[Metric], name: str, doc: str, labels: Sequence[str], rows: Rows) -> Metric:
+    family = kind(name, doc, labels=list(labels))
+    for values, value in rows:
+        family.add_metric(list(values), value)  # type: ignore[attr-defined]
+    return family
+
+
+def gauge(name: str, doc: str, labels: Sequence[str], rows: Rows) -> Metric:
+    return _family(GaugeMetricFamily, name, doc, labels, rows)
+
+
+def counter(name: str, doc: str, labels: Sequence[str], rows: Rows) -> Metric:
+    return _family(CounterMetricFamily, name, doc, labels, rows)
+
+
+def label_name(docker_label: str) -> str:
+    """``com.example.team`` → ``label_com_example_team``."""
+    return "label_" + re.sub(r"[^a-zA-Z0-9_]", "_", docker_label)
+
+
+def exporter_families(snapshot: Snapshot) -> Iterator[Metric]:
+    """kato_exporter_source_up{source="host"} 1.0 and friends."""
+    build = InfoMetricFamily("kato_exporter_build", "Version of kato-exporter.")
+    build.add_metric([], {"version": __version__, "python_version": platform.python_version()})
+    yield build
+    health = sorted(snapshot.health.items())
+    source = ["source"]
+    yield gauge("kato_exporter_source_up", "1 when the source's last collection succeeded.",
+                source, (([n], float(h.up)) for n, h in health))
+    yield gauge("kato_exporter_collect_duration_seconds", "Duration of the source's last collection.",
+                source, (([n], h.duration_seconds) for n, h in health))
+    yield counter("kato_exporter_collect_errors_total", "Failed collections of the source.",
+                  source, (([n], h.errors_total) for n, h in health))
+    yield gauge("kato_exporter_last_success_timestamp_seconds",
+                "Unix time of the source's last successful collection.",
+                source, (([n], h.last_success_seconds) for n, h in health if h.last_success_seconds))
+
+
+def container_families(sample: ContainersSample, info_labels: Sequence[str]) -> Iterator[Metric]:
+    """kato_container_state{name="kato",state="running"} 1.0 and friends."""
+    yield gauge("kato_exporter_container_stats_mode",
+                "1 for where container numbers come from: cgroup files or the Docker stats API.",
+                ["mode"], (([m], float(m == sample.mode)) for m in ("cgroup", "api")))
+    metas = [c.meta for c in sample.containers]
+    info = InfoMetricFamily("kato_container", "Container metadata.", labels=["name"])
+    for m in metas:
+        values = {
+            "id": m.id,
+            "image": m.image,
+            "compose_project": m.labels.get("com.docker.compose.project", ""),
+            "compose_service": m.labels.get("com.docker.compose.service", ""),
+        }
+        values.update({label_name(k): m.labels.get(k, "") for k in info_labels})
+        info.add_metric([m.name], values)
+    yield info
+    yield gauge("kato_container_state", "1 for the container's current state.", ["name", "state"],
+                (([m.name, s], float(m.state == s)) for m in metas for s in CONTAINER_STATES))
+    yield gauge("kato_container_health_status", "1 for the healthcheck's current status.",
+                ["name", "status"],
+                (([m.name, s], float(m.health == s)) for m in metas if m.health for s in HEALTH_STATES))
+    name = ["name"]
+    yield counter("kato_container_restarts_total", "Restarts by Docker's restart policy.",
+                  name, (([m.name], m.restarts) for m in metas))
+    running = [(c.meta, c.usage) for c in sample.containers if c.usage is not None]
+    yield gauge("kato_container_start_time_seconds", "Unix time the container last started.",
+                name, (([m.name], m.started_at) for m, _ in running if m.started_at))
+    yield from _usage_families(running)
+
+
+_USAGE: tuple[tuple[type[Metric], str, str, Callable[[ContainerUsage], Any]], ...] = (
+    (CounterMetricFamily, "kato_container_cpu_usage_seconds_total", "CPU time used.",
+     lambda u: u.cpu_seconds),
+    (GaugeMetricFamily, "kato_container_cpu_limit_cores", "CPU limit in cores, where one is set.",
+     lambda u: u.cpu_limit_cores),
+    (GaugeMetricFamily, "kato_container_memory_usage_bytes", "Memory charged, page cache included.",
+     lambda u: u.memory_usage_bytes),
+    (GaugeMetricFamily, "kato_container_memory_working_set_bytes",
+     "Memory usage minus inactive file pages (what docker stats shows).",
+     lambda u: u.memory_working_set_bytes),
+    (GaugeMetricFamily, "kato_container_memory_limit_bytes", "Memory limit, where one is set.",
+     lambda u: u.memory_limit_bytes),
+    (CounterMetricFamily, "kato_container_network_receive_bytes_total",
+     "Bytes received on all interfaces but lo.", lambda u: u.network_receive_bytes),
+    (CounterMetricFamily, "kato_container_network_transmit_bytes_total",
+     "Bytes sent on all interfaces but lo.", lambda u: u.network_transmit_bytes),
+    (CounterMetricFamily, "kato_container_block_read_bytes_total", "Bytes read from block devices.",
+     lambda u: u.block_read_bytes),
+    (CounterMetricFamily, "kato_container_block_write_bytes_total", "Bytes written to block devices.",
+     lambda u: u.block_write_bytes),
+    (GaugeMetricFamily, "kato_container_pids", "Processes and threads in the container.",
+     lambda u: u.pids),
+)
+
+
+def _usage_families(running: list[tuple[Any, ContainerUsage]]) -> Iterator[Metric]:
+    for kind, metric, doc, read in _USAGE:
+        yield _family(kind, metric, doc, ["name"],
+                      (([m.name], v) for m, u in running if (v := read(u)) is not None))
+
+
+def host_families(h: HostSample) -> Iterator[Metric]:
+    """kato_host_cpu_usage_ratio 0.12 and friends."""
+    scalars = (
+        ("kato_host_cpu_usage_ratio", "Busy share of all CPUs over the last interval.", h.cpu_usage_ratio),
+        ("kato_host_cpu_count", "Logical CPUs.", h.cpu_count),
+        ("kato_host_load1", "Load average over 1 minute.", h.load1),
+        ("kato_host_load5", "Load average over 5 minutes.", h.load5),
+        ("kato_host_load15", "Load average over 15 minutes.", h.load15),
+        ("kato_host_memory_total_bytes", "Physical memory.", h.memory_total_bytes),
+        ("kato_host_memory_available_bytes", "Memory available without swapping.", h.memory_available_bytes),
+        ("kato_host_memory_usage_ratio", "1 - available / total.", h.memory_usage_ratio),
+        ("kato_host_swap_total_bytes", "Swap space.", h.swap_total_bytes),
+        ("kato_host_swap_used_bytes", "Swap in use.", h.swap_used_bytes),
+        ("kato_host_boot_time_seconds", "Unix time the host booted.", h.boot_time_seconds),
+    )
+    for metric, doc, value in scalars:
+        yield gauge(metric, doc, [], [([], value)])
+    fs_labels = ["mountpoint", "fstype"]
+    yield gauge("kato_host_filesystem_size_bytes", "Filesystem size.", fs_labels,
+                (([f.mountpoint, f.fstype], f.size_bytes) for f in h.filesystems))
+    yield gauge("kato_host_filesystem_used_bytes", "Filesystem space in use.", fs_labels,
+                (([f.mountpoint, f.fstype], f.used_bytes) for f in h.filesystems))
+    devices = sorted(h.network.items())
+    yield counter("kato_host_network_receive_bytes_total", "Bytes received.", ["device"],
+                  (([d], rx) for d, (rx, _) in devices))
+    yield counter("kato_host_network_transmit_bytes_total", "Bytes sent.", ["device"],
+                  (([d], tx) for d, (_, tx) in devices))
+
+
+class SnapshotFamilies:
+    """What prometheus_client's encoders call ``collect()`` on: one snapshot's families."""
+
+    def __init__(self, snapshot: Snapshot, info_labels: Sequence[str] = (),
+                 extra: Sequence[Any] = ()) -> None:
+        self._snapshot = snapshot
+        self._info_labels = info_labels
+        self._extra = extra
+
+    def collect(self) -> Iterator[Metric]:
+        values = self._snapshot.values
+        yield from exporter_families(self._snapshot)
+        if isinstance(containers := values.get("containers"), ContainersSample):
+            yield from container_families(containers, self._info_labels)
+        if isinstance(host := values.get("host"), HostSample):
+            yield from host_families(host)
+        for collector in self._extra:
+            yield from collector.collect()
+
+
+Format = tuple[str, bool]  # (content type, gzipped)
+
+
+class Exposition:
+    """Keeps the exposition bytes of the latest snapshot, in every format asked for.
+
+    A format is rendered the first time a scrape asks for it, and from then on
+    ahead of time, in a worker thread, as each new snapshot arrives; a scrape
+    then only returns bytes.
+    """
+
+    def __init__(self, hub: Hub, info_labels: Sequence[str] = ()) -> None:
+        self._hub = hub
+        self._info_labels = tuple(info_labels)
+        self._process = ProcessCollector(registry=None)
+        self._wanted: set[Format] = set()
+        self._version = -1
+        self._cache: dict[Format, bytes] = {}
+
+    def render(self, snapshot: Snapshot, formats: Iterable[Format]) -> dict[Format, bytes]:
+        families = SnapshotFamilies(snapshot, self._info_labels, [self._process])
+        plain: dict[str, bytes] = {}
+        out = {}
+        for content_type, zipped in formats:
+            if content_type not in plain:
+                encode = generate_openmetrics if content_type == OPENMETRICS else generate_latest
+                plain[content_type] = encode(families)  # type: ignore[arg-type]
+            body = plain[content_type]
+            out[(content_type, zipped)] = gzip.compress(body, 6, mtime=0) if zipped else body
+        return out
+
+    async def run(self) -> None:
+        """Render each new snapshot ahead of scrapes."""
+        version = self._hub.snapshot.version
+        while True:
+            snapshot = await self._hub.next_snapshot(version)
+            version = snapshot.version
+            if self._wanted:
+                await self._store(snapshot, set(self._wanted))
+
+    async def get(self, fmt: Format) -> bytes:
+        snapshot = self._hub.snapshot
+        if snapshot.version == self._version and fmt in self._cache:
+            return self._cache[fmt]
+        self._wanted.add(fmt)
+        return (await self._store(snapshot, {fmt}))[fmt]
+
+    async def _store(self, snapshot: Snapshot, formats: set[Format]) -> dict[Format, bytes]:
+        rendered = await asyncio.to_thread(self.render, snapshot, formats)
+        if snapshot.version > self._version:
+            self._cache, self._version = dict(rendered), snapshot.version
+        elif snapshot.version == self._version:
+            self._cache.update(rendered)
+        return rendered

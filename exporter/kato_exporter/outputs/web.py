@@ -1,0 +1,85 @@
+"""The HTTP face: ``/``, ``/metrics``, ``/-/healthy``, ``/-/ready``.
+
+Handlers only read the hub's snapshot and the cached exposition; they never
+reach a source.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+
+from aiohttp import web
+
+from kato_exporter import __version__
+from kato_exporter.hub import Hub
+from kato_exporter.outputs.metrics import OPENMETRICS, TEXT, Exposition
+
+HUB = web.AppKey("hub", Hub)
+EXPOSITION = web.AppKey("exposition", Exposition)
+SOURCES = web.AppKey("sources", frozenset)
+
+
+def negotiate(request: web.Request) -> tuple[str, bool]:
+    """OpenMetrics when the scraper accepts it, gzip when it accepts that."""
+    accept = request.headers.get("Accept", "")
+    content_type = OPENMETRICS if "application/openmetrics-text" in accept else TEXT
+    return content_type, "gzip" in request.headers.get("Accept-Encoding", "")
+
+
+async def metrics(request: web.Request) -> web.Response:
+    fmt = negotiate(request)
+    body = await request.app[EXPOSITION].get(fmt)
+    headers = {"Content-Type": fmt[0], "Vary": "Accept, Accept-Encoding"}
+    if fmt[1]:
+        headers["Content-Encoding"] = "gzip"
+    return web.Response(body=body, headers=headers)
+
+
+async def healthy(request: web.Request) -> web.Response:
+    return web.Response(text="OK\n")
+
+
+async def ready(request: web.Request) -> web.Response:
+    snapshot = request.app[HUB].snapshot
+    pending = sorted(request.app[SOURCES] - snapshot.health.keys())
+    if pending:
+        return web.Response(status=503, text=f"waiting for the first collection of: {', '.join(pending)}\n")
+    return web.Response(text="OK\n")
+
+
+async def landing(request: web.Request) -> web.Response:
+    snapshot = request.app[HUB].snapshot
+    rows = []
+    for name in sorted(request.app[SOURCES]):
+        health = snapshot.health.get(name)
+        if health is None:
+            state, detail = "starting", ""
+        elif health.up:
+            age = time.time() - snapshot.collected_at[name]
+            state, detail = "up", f"{health.duration_seconds * 1000:.1f} ms, {age:.1f} s ago"
+        else:
+            state, detail = "down", health.last_error or ""
+        rows.append(f"<tr><td>{name}</td><td>{state}</td><td>{html.escape(detail)}</td></tr>")
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>KATO exporter</title></head>
+<body><h1>KATO exporter {__version__}</h1>
+<p><a href="metrics">Metrics</a> · <a href="-/healthy">Health</a> · <a href="-/ready">Readiness</a></p>
+<table><tr><th>source</th><th>state</th><th>last collection</th></tr>
+{"".join(rows)}
+</table></body></html>
+"""
+    return web.Response(text=page, content_type="text/html")
+
+
+def make_app(hub: Hub, exposition: Exposition, sources: frozenset[str],
+             telemetry_path: str = "/metrics") -> web.Application:
+    app = web.Application()
+    app[HUB] = hub
+    app[EXPOSITION] = exposition
+    app[SOURCES] = sources
+    app.router.add_get("/", landing)
+    app.router.add_get(telemetry_path, metrics)
+    app.router.add_get("/-/healthy", healthy)
+    app.router.add_get("/-/ready", ready)
+    return app

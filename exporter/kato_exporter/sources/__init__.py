@@ -1,0 +1,1 @@
+"""Data sources. Each yields plain dataclasses from ``kato_exporter.model``."""

@@ -1,0 +1,170 @@
+"""Container usage read straight from cgroup files (v1 and v2) and /proc.
+
+About 40 µs a container, against ~2 s for one call to Docker's stats API.
+The paths come from ``/proc/<pid>/cgroup``, so any cgroup driver works.
+
+>>> paths = resolve(pid, "/proc", "/sys")
+>>> read_usage(paths, pid, "/proc")
+ContainerUsage(cpu_seconds=3.18, memory_usage_bytes=65536, memory_working_set_bytes=65536,
+               network_receive_bytes=0, network_transmit_bytes=0, block_read_bytes=0,
+               block_write_bytes=20996096, pids=1, cpu_limit_cores=None, memory_limit_bytes=67108864)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Mapping
+
+from kato_exporter.model import ContainerUsage
+
+# cgroup v1 reports "no limit" as the largest page-aligned int64; anything above this is unlimited.
+_UNLIMITED = 1 << 62
+
+
+@dataclass(frozen=True)
+class CgroupPaths:
+    version: int  # 1 or 2
+    dirs: Mapping[str, str]  # v1: controller -> directory; v2: {"": directory}
+
+
+def resolve(pid: int, procfs: str, sysfs: str) -> CgroupPaths:
+    """Find the cgroup directories of process ``pid``."""
+    root = os.path.join(sysfs, "fs", "cgroup")
+    with open(os.path.join(procfs, str(pid), "cgroup")) as f:
+        lines = [line.rstrip("\n").split(":", 2) for line in f if line.strip()]
+    if os.path.exists(os.path.join(root, "cgroup.controllers")):
+        for hierarchy, _, path in lines:
+            if hierarchy == "0":
+                return CgroupPaths(2, {"": _join(root, path)})
+        raise FileNotFoundError(f"no cgroup v2 entry in /proc/{pid}/cgroup")
+    dirs: dict[str, str] = {}
+    for _, controllers, path in lines:
+        names = controllers.split(",")
+        for name in names:
+            for mount in (controllers, name):
+                candidate = _join(os.path.join(root, mount), path)
+                if os.path.isdir(candidate):
+                    dirs[name] = candidate
+                    break
+    missing = {"cpuacct", "memory"} - dirs.keys()
+    if missing:
+        raise FileNotFoundError(f"cgroup v1 controllers not found for pid {pid}: {sorted(missing)}")
+    return CgroupPaths(1, dirs)
+
+
+def read_usage(paths: CgroupPaths, pid: int, procfs: str) -> ContainerUsage:
+    """Read one container's counters; raises OSError if it vanished meanwhile."""
+    rx, tx = read_net_dev(os.path.join(procfs, str(pid), "net", "dev"))
+    read = _read_v2 if paths.version == 2 else _read_v1
+    return read(paths.dirs, rx, tx)
+
+
+def _read_v1(d: Mapping[str, str], rx: int, tx: int) -> ContainerUsage:
+    cpu, mem = d.get("cpu"), d["memory"]
+    usage = _int(mem, "memory.usage_in_bytes")
+    inactive = _stat_value(_text(mem, "memory.stat"), "total_inactive_file")
+    limit = _int(mem, "memory.limit_in_bytes")
+    cores = None
+    if cpu:
+        quota = _int(cpu, "cpu.cfs_quota_us")
+        if quota > 0:
+            cores = quota / _int(cpu, "cpu.cfs_period_us")
+    read, write = _blkio_v1(d.get("blkio"))
+    return ContainerUsage(
+        cpu_seconds=_int(d["cpuacct"], "cpuacct.usage") / 1e9,
+        memory_usage_bytes=usage,
+        memory_working_set_bytes=max(0, usage - inactive),
+        network_receive_bytes=rx,
+        network_transmit_bytes=tx,
+        block_read_bytes=read,
+        block_write_bytes=write,
+        pids=_int(d["pids"], "pids.current") if "pids" in d else 0,
+        cpu_limit_cores=cores,
+        memory_limit_bytes=limit if limit < _UNLIMITED else None,
+    )
+
+
+def _read_v2(d: Mapping[str, str], rx: int, tx: int) -> ContainerUsage:
+    cg = d[""]
+    usage = _int(cg, "memory.current")
+    inactive = _stat_value(_text(cg, "memory.stat"), "inactive_file")
+    quota, _, period = _text(cg, "cpu.max").partition(" ")
+    memory_max = _text(cg, "memory.max").strip()
+    read = write = 0
+    for line in _text(cg, "io.stat", missing="").splitlines():
+        for item in line.split()[1:]:
+            key, _, value = item.partition("=")
+            if key == "rbytes":
+                read += int(value)
+            elif key == "wbytes":
+                write += int(value)
+    return ContainerUsage(
+        cpu_seconds=_stat_value(_text(cg, "cpu.stat"), "usage_usec") / 1e6,
+        memory_usage_bytes=usage,
+        memory_working_set_bytes=max(0, usage - inactive),
+        network_receive_bytes=rx,
+        network_transmit_bytes=tx,
+        block_read_bytes=read,
+        block_write_bytes=write,
+        pids=_int(cg, "pids.current"),
+        cpu_limit_cores=None if quota == "max" else int(quota) / int(period),
+        memory_limit_bytes=None if memory_max == "max" else int(memory_max),
+    )
+
+
+def _blkio_v1(blkio: str | None) -> tuple[int, int]:
+    """Sum bytes over devices. This kernel family only fills these counters for
+    cgroups that carry a throttle rule; without one they read 0."""
+    if blkio is None:
+        return 0, 0
+    text = _text(blkio, "blkio.throttle.io_service_bytes_recursive", missing="")
+    read = write = 0
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[1] == "Read":
+            read += int(parts[2])
+        elif len(parts) == 3 and parts[1] == "Write":
+            write += int(parts[2])
+    return read, write
+
+
+def read_net_dev(path: str) -> tuple[int, int]:
+    """Receive and transmit bytes over every interface but ``lo``."""
+    rx = tx = 0
+    with open(path) as f:
+        for line in f.readlines()[2:]:
+            name, _, counters = line.partition(":")
+            if name.strip() == "lo":
+                continue
+            fields = counters.split()
+            rx += int(fields[0])
+            tx += int(fields[8])
+    return rx, tx
+
+
+def _join(root: str, path: str) -> str:
+    return os.path.join(root, path.lstrip("/"))
+
+
+def _text(directory: str, name: str, missing: str | None = None) -> str:
+    try:
+        with open(os.path.join(directory, name)) as f:
+            return f.read()
+    except FileNotFoundError:
+        if missing is None:
+            raise
+        return missing
+
+
+def _int(directory: str, name: str) -> int:
+    return int(_text(directory, name))
+
+
+def _stat_value(text: str, key: str) -> int:
+    """The value of ``key`` in a flat-keyed file such as memory.stat or cpu.stat."""
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name == key:
+            return int(value)
+    return 0
