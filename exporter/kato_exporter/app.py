@@ -34,27 +34,36 @@ def build_sources(config: Config) -> list[Any]:
     if enabled is None:
         enabled = not url.startswith("unix://") or os.path.exists(url.removeprefix("unix://"))
         if not enabled:
-            log.warning("no Docker socket at %s: container metrics are off, host metrics still "
-                        "served (--collector.containers turns them on anyway)", url)
+            log.warning(
+                "no Docker socket at %s: container metrics are off, host metrics still "
+                "served (--collector.containers turns them on anyway)",
+                url,
+            )
     if enabled:
-        labels = tuple((k, v if sep else None) for k, sep, v in
-                       (item.partition("=") for item in containers.label_selector))
-        sources.append(ContainersSource(
-            url,
-            interval=containers.interval,
-            keep=ContainerFilter(containers.include, labels),
-            stats_mode=containers.stats_mode,
-            api_concurrency=containers.api_concurrency,
-            procfs=config.path.procfs,
-            sysfs=config.path.sysfs,
-        ))
+        labels = tuple(
+            (k, v if sep else None)
+            for k, sep, v in (item.partition("=") for item in containers.label_selector)
+        )
+        sources.append(
+            ContainersSource(
+                url,
+                interval=containers.interval,
+                keep=ContainerFilter(containers.include, labels),
+                stats_mode=containers.stats_mode,
+                api_concurrency=containers.api_concurrency,
+                procfs=config.path.procfs,
+                sysfs=config.path.sysfs,
+            )
+        )
     if config.collector.host.enabled:
-        sources.append(HostSource(
-            interval=config.collector.host.interval,
-            procfs=config.path.procfs,
-            rootfs=config.path.rootfs,
-            mount_exclude=config.collector.host.mount_exclude,
-        ))
+        sources.append(
+            HostSource(
+                interval=config.collector.host.interval,
+                procfs=config.path.procfs,
+                rootfs=config.path.rootfs,
+                mount_exclude=config.collector.host.mount_exclude,
+            )
+        )
     return sources
 
 
@@ -73,9 +82,14 @@ async def serve(config: Config, stop: asyncio.Event) -> None:
     await runner.setup()
     host, port = split_address(config.web.listen_address)
     await web.TCPSite(runner, host, port).start()
-    log.info("kato-exporter %s listening on http://%s:%d%s (sources: %s)", __version__,
-             host or "0.0.0.0", port, config.web.telemetry_path,
-             ", ".join(s.name for s in sources) or "none")
+    log.info(
+        "kato-exporter %s listening on http://%s:%d%s (sources: %s)",
+        __version__,
+        host or "0.0.0.0",
+        port,
+        config.web.telemetry_path,
+        ", ".join(s.name for s in sources) or "none",
+    )
     for source in sources:
         if hasattr(source, "start"):
             await source.start()

@@ -6,7 +6,7 @@ import argparse
 import logging
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from kato_exporter import __version__
 from kato_exporter.config import ConfigError, leaves, load
@@ -20,18 +20,23 @@ def parser() -> argparse.ArgumentParser:
         description="Prometheus exporter for KATO: containers, host and sessions.",
         epilog="Every flag can also be set from the environment variable shown in brackets.",
     )
-    p.add_argument("--config.file", dest="config_file", metavar="PATH",
-                   default=os.environ.get("KATO_EXPORTER_CONFIG_FILE"),
-                   help="YAML file with the same settings, nested by their dots "
-                        "[KATO_EXPORTER_CONFIG_FILE].")
-    p.add_argument("--check-config", action="store_true",
-                   help="Validate the configuration, print it and exit.")
+    p.add_argument(
+        "--config.file",
+        dest="config_file",
+        metavar="PATH",
+        default=os.environ.get("KATO_EXPORTER_CONFIG_FILE"),
+        help="YAML file with the same settings, nested by their dots [KATO_EXPORTER_CONFIG_FILE].",
+    )
+    p.add_argument(
+        "--check-config", action="store_true", help="Validate the configuration, print it and exit."
+    )
     p.add_argument("--version", action="version", version=f"kato-exporter {__version__}")
     for leaf in leaves():
         text = f"{leaf.field.metadata['help']} [{leaf.env}]"
         if leaf.is_bool:
-            p.add_argument(leaf.flag, dest=leaf.key, action=argparse.BooleanOptionalAction,
-                           default=None, help=text)
+            p.add_argument(
+                leaf.flag, dest=leaf.key, action=argparse.BooleanOptionalAction, default=None, help=text
+            )
         else:
             p.add_argument(leaf.flag, dest=leaf.key, default=None, metavar="VALUE", help=text)
     return p

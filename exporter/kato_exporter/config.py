@@ -11,8 +11,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 import yaml
 
@@ -27,6 +28,7 @@ class ConfigError(Exception):
 
 
 # --- value parsers: raw value (YAML scalar or string) → typed value -------------
+
 
 def parse_str(raw: Any) -> str:
     if not isinstance(raw, str):
@@ -91,7 +93,7 @@ def parse_regex(raw: Any) -> re.Pattern[str]:
 
 def parse_listen_address(raw: Any) -> str:
     text = parse_str(raw)
-    host, sep, port = text.rpartition(":")
+    _, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"expected [host]:port, got {raw!r}")
     return text
@@ -102,6 +104,7 @@ def choice(*options: str) -> Callable[[Any], str]:
         if raw not in options:
             raise ValueError(f"expected one of {', '.join(options)}, got {raw!r}")
         return str(raw)
+
     return parse
 
 
@@ -110,6 +113,7 @@ def setting(default: Any, parse: Callable[[Any], Any], help: str, flag: str | No
 
 
 # --- the settings ------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class WebConfig:
@@ -124,8 +128,9 @@ class LogConfig:
 
 @dataclass(frozen=True)
 class DockerConfig:
-    host: str = setting("", parse_str,
-                        "Docker API address; default $DOCKER_HOST, else unix:///var/run/docker.sock.")
+    host: str = setting(
+        "", parse_str, "Docker API address; default $DOCKER_HOST, else unix:///var/run/docker.sock."
+    )
 
 
 @dataclass(frozen=True)
@@ -138,17 +143,26 @@ class PathConfig:
 @dataclass(frozen=True)
 class ContainersConfig:
     enabled: bool | None = setting(
-        None, parse_bool, "Container metrics (default: on when a Docker socket is found).",
-        flag="collector.containers")
+        None,
+        parse_bool,
+        "Container metrics (default: on when a Docker socket is found).",
+        flag="collector.containers",
+    )
     interval: float = setting(1.0, parse_duration, "Refresh interval of container numbers.")
     include: re.Pattern[str] = setting(
-        re.compile(".*"), parse_regex, "Only containers whose name matches this regex (anchored).")
+        re.compile(".*"), parse_regex, "Only containers whose name matches this regex (anchored)."
+    )
     label_selector: tuple[str, ...] = setting(
-        (), parse_list, "Only containers with these labels: comma-separated key or key=value.")
+        (), parse_list, "Only containers with these labels: comma-separated key or key=value."
+    )
     info_labels: tuple[str, ...] = setting(
-        (), parse_list, "Docker labels copied onto kato_container_info, comma-separated.")
-    stats_mode: str = setting("auto", choice("auto", "cgroup", "api"),
-                              "Where numbers come from: cgroup files, the Docker stats API, or auto.")
+        (), parse_list, "Docker labels copied onto kato_container_info, comma-separated."
+    )
+    stats_mode: str = setting(
+        "auto",
+        choice("auto", "cgroup", "api"),
+        "Where numbers come from: cgroup files, the Docker stats API, or auto.",
+    )
     api_concurrency: int = setting(8, parse_positive_int, "Concurrent stats API calls in api mode.")
 
 
@@ -157,7 +171,8 @@ class HostConfig:
     enabled: bool = setting(True, parse_bool, "Host metrics.", flag="collector.host")
     interval: float = setting(1.0, parse_duration, "Refresh interval of host numbers.")
     mount_exclude: re.Pattern[str] = setting(
-        re.compile(DEFAULT_MOUNT_EXCLUDE), parse_regex, "Mount points to ignore (anchored regex).")
+        re.compile(DEFAULT_MOUNT_EXCLUDE), parse_regex, "Mount points to ignore (anchored regex)."
+    )
 
 
 @dataclass(frozen=True)
@@ -176,6 +191,7 @@ class Config:
 
 
 # --- deriving keys, flags and env vars --------------------------------------------
+
 
 @dataclass(frozen=True)
 class Leaf:
@@ -206,7 +222,7 @@ def leaves(cls: type = Config, prefix: str = "") -> Iterator[Leaf]:
         if "parse" in f.metadata:
             yield Leaf(prefix + f.name, f)
         else:
-            yield from leaves(f.default_factory, prefix + f.name + ".")  # type: ignore[arg-type, misc]
+            yield from leaves(f.default_factory, prefix + f.name + ".")  # type: ignore[arg-type]
 
 
 def load(
@@ -214,7 +230,7 @@ def load(
     env: Mapping[str, str] = os.environ,
     config_file: str | None = None,
 ) -> Config:
-    """Merge the sources of settings; ``flags`` maps dotted keys to values given on the command line."""
+    """Merge the sources of settings; ``flags`` maps keys (``web.listen_address``) to flag values."""
     values: dict[str, Any] = {}
     file_values = _read_file(config_file) if config_file else {}
     for leaf in leaves():
@@ -224,7 +240,8 @@ def load(
             values[leaf.key] = leaf.parse(env[leaf.env], leaf.env)
         elif leaf.key in file_values:
             values[leaf.key] = leaf.parse(file_values[leaf.key], f"{config_file}: {leaf.key}")
-    return _build(Config, values)
+    config: Config = _build(Config, values)
+    return config
 
 
 def _read_file(path: str) -> dict[str, Any]:

@@ -15,7 +15,8 @@ import asyncio
 import gzip
 import platform
 import re
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 from prometheus_client import ProcessCollector
 from prometheus_client.exposition import generate_latest
@@ -38,12 +39,13 @@ CONTAINER_STATES = ("created", "running", "paused", "restarting", "exited", "dea
 HEALTH_STATES = ("starting", "healthy", "unhealthy")
 
 Rows = Iterable[tuple[Sequence[str], float]]
+Family = type[GaugeMetricFamily] | type[CounterMetricFamily]
 
 
-def _family(kind: type[Metric], name: str, doc: str, labels: Sequence[str], rows: Rows) -> Metric:
+def _family(kind: Family, name: str, doc: str, labels: Sequence[str], rows: Rows) -> Metric:
     family = kind(name, doc, labels=list(labels))
     for values, value in rows:
-        family.add_metric(list(values), value)  # type: ignore[attr-defined]
+        family.add_metric(list(values), value)
     return family
 
 
@@ -67,22 +69,40 @@ def exporter_families(snapshot: Snapshot) -> Iterator[Metric]:
     yield build
     health = sorted(snapshot.health.items())
     source = ["source"]
-    yield gauge("kato_exporter_source_up", "1 when the source's last collection succeeded.",
-                source, (([n], float(h.up)) for n, h in health))
-    yield gauge("kato_exporter_collect_duration_seconds", "Duration of the source's last collection.",
-                source, (([n], h.duration_seconds) for n, h in health))
-    yield counter("kato_exporter_collect_errors_total", "Failed collections of the source.",
-                  source, (([n], h.errors_total) for n, h in health))
-    yield gauge("kato_exporter_last_success_timestamp_seconds",
-                "Unix time of the source's last successful collection.",
-                source, (([n], h.last_success_seconds) for n, h in health if h.last_success_seconds))
+    yield gauge(
+        "kato_exporter_source_up",
+        "1 when the source's last collection succeeded.",
+        source,
+        (([n], float(h.up)) for n, h in health),
+    )
+    yield gauge(
+        "kato_exporter_collect_duration_seconds",
+        "Duration of the source's last collection.",
+        source,
+        (([n], h.duration_seconds) for n, h in health),
+    )
+    yield counter(
+        "kato_exporter_collect_errors_total",
+        "Failed collections of the source.",
+        source,
+        (([n], h.errors_total) for n, h in health),
+    )
+    yield gauge(
+        "kato_exporter_last_success_timestamp_seconds",
+        "Unix time of the source's last successful collection.",
+        source,
+        (([n], h.last_success_seconds) for n, h in health if h.last_success_seconds),
+    )
 
 
 def container_families(sample: ContainersSample, info_labels: Sequence[str]) -> Iterator[Metric]:
     """kato_container_state{name="kato",state="running"} 1.0 and friends."""
-    yield gauge("kato_exporter_container_stats_mode",
-                "1 for where container numbers come from: cgroup files or the Docker stats API.",
-                ["mode"], (([m], float(m == sample.mode)) for m in ("cgroup", "api")))
+    yield gauge(
+        "kato_exporter_container_stats_mode",
+        "1 for where container numbers come from: cgroup files or the Docker stats API.",
+        ["mode"],
+        (([m], float(m == sample.mode)) for m in ("cgroup", "api")),
+    )
     metas = [c.meta for c in sample.containers]
     info = InfoMetricFamily("kato_container", "Container metadata.", labels=["name"])
     for m in metas:
@@ -95,49 +115,99 @@ def container_families(sample: ContainersSample, info_labels: Sequence[str]) -> 
         values.update({label_name(k): m.labels.get(k, "") for k in info_labels})
         info.add_metric([m.name], values)
     yield info
-    yield gauge("kato_container_state", "1 for the container's current state.", ["name", "state"],
-                (([m.name, s], float(m.state == s)) for m in metas for s in CONTAINER_STATES))
-    yield gauge("kato_container_health_status", "1 for the healthcheck's current status.",
-                ["name", "status"],
-                (([m.name, s], float(m.health == s)) for m in metas if m.health for s in HEALTH_STATES))
+    yield gauge(
+        "kato_container_state",
+        "1 for the container's current state.",
+        ["name", "state"],
+        (([m.name, s], float(m.state == s)) for m in metas for s in CONTAINER_STATES),
+    )
+    yield gauge(
+        "kato_container_health_status",
+        "1 for the healthcheck's current status.",
+        ["name", "status"],
+        (([m.name, s], float(m.health == s)) for m in metas if m.health for s in HEALTH_STATES),
+    )
     name = ["name"]
-    yield counter("kato_container_restarts_total", "Restarts by Docker's restart policy.",
-                  name, (([m.name], m.restarts) for m in metas))
+    yield counter(
+        "kato_container_restarts_total",
+        "Restarts by Docker's restart policy.",
+        name,
+        (([m.name], m.restarts) for m in metas),
+    )
     running = [(c.meta, c.usage) for c in sample.containers if c.usage is not None]
-    yield gauge("kato_container_start_time_seconds", "Unix time the container last started.",
-                name, (([m.name], m.started_at) for m, _ in running if m.started_at))
+    yield gauge(
+        "kato_container_start_time_seconds",
+        "Unix time the container last started.",
+        name,
+        (([m.name], m.started_at) for m, _ in running if m.started_at),
+    )
     yield from _usage_families(running)
 
 
-_USAGE: tuple[tuple[type[Metric], str, str, Callable[[ContainerUsage], Any]], ...] = (
-    (CounterMetricFamily, "kato_container_cpu_usage_seconds_total", "CPU time used.",
-     lambda u: u.cpu_seconds),
-    (GaugeMetricFamily, "kato_container_cpu_limit_cores", "CPU limit in cores, where one is set.",
-     lambda u: u.cpu_limit_cores),
-    (GaugeMetricFamily, "kato_container_memory_usage_bytes", "Memory charged, page cache included.",
-     lambda u: u.memory_usage_bytes),
-    (GaugeMetricFamily, "kato_container_memory_working_set_bytes",
-     "Memory usage minus inactive file pages (what docker stats shows).",
-     lambda u: u.memory_working_set_bytes),
-    (GaugeMetricFamily, "kato_container_memory_limit_bytes", "Memory limit, where one is set.",
-     lambda u: u.memory_limit_bytes),
-    (CounterMetricFamily, "kato_container_network_receive_bytes_total",
-     "Bytes received on all interfaces but lo.", lambda u: u.network_receive_bytes),
-    (CounterMetricFamily, "kato_container_network_transmit_bytes_total",
-     "Bytes sent on all interfaces but lo.", lambda u: u.network_transmit_bytes),
-    (CounterMetricFamily, "kato_container_block_read_bytes_total", "Bytes read from block devices.",
-     lambda u: u.block_read_bytes),
-    (CounterMetricFamily, "kato_container_block_write_bytes_total", "Bytes written to block devices.",
-     lambda u: u.block_write_bytes),
-    (GaugeMetricFamily, "kato_container_pids", "Processes and threads in the container.",
-     lambda u: u.pids),
+_USAGE: tuple[tuple[Family, str, str, Callable[[ContainerUsage], Any]], ...] = (
+    (
+        CounterMetricFamily,
+        "kato_container_cpu_usage_seconds_total",
+        "CPU time used.",
+        lambda u: u.cpu_seconds,
+    ),
+    (
+        GaugeMetricFamily,
+        "kato_container_cpu_limit_cores",
+        "CPU limit in cores, where one is set.",
+        lambda u: u.cpu_limit_cores,
+    ),
+    (
+        GaugeMetricFamily,
+        "kato_container_memory_usage_bytes",
+        "Memory charged, page cache included.",
+        lambda u: u.memory_usage_bytes,
+    ),
+    (
+        GaugeMetricFamily,
+        "kato_container_memory_working_set_bytes",
+        "Memory usage minus inactive file pages (what docker stats shows).",
+        lambda u: u.memory_working_set_bytes,
+    ),
+    (
+        GaugeMetricFamily,
+        "kato_container_memory_limit_bytes",
+        "Memory limit, where one is set.",
+        lambda u: u.memory_limit_bytes,
+    ),
+    (
+        CounterMetricFamily,
+        "kato_container_network_receive_bytes_total",
+        "Bytes received on all interfaces but lo.",
+        lambda u: u.network_receive_bytes,
+    ),
+    (
+        CounterMetricFamily,
+        "kato_container_network_transmit_bytes_total",
+        "Bytes sent on all interfaces but lo.",
+        lambda u: u.network_transmit_bytes,
+    ),
+    (
+        CounterMetricFamily,
+        "kato_container_block_read_bytes_total",
+        "Bytes read from block devices.",
+        lambda u: u.block_read_bytes,
+    ),
+    (
+        CounterMetricFamily,
+        "kato_container_block_write_bytes_total",
+        "Bytes written to block devices.",
+        lambda u: u.block_write_bytes,
+    ),
+    (GaugeMetricFamily, "kato_container_pids", "Processes and threads in the container.", lambda u: u.pids),
 )
 
 
 def _usage_families(running: list[tuple[Any, ContainerUsage]]) -> Iterator[Metric]:
     for kind, metric, doc, read in _USAGE:
-        yield _family(kind, metric, doc, ["name"],
-                      (([m.name], v) for m, u in running if (v := read(u)) is not None))
+        yield _family(
+            kind, metric, doc, ["name"], (([m.name], v) for m, u in running if (v := read(u)) is not None)
+        )
 
 
 def host_families(h: HostSample) -> Iterator[Metric]:
@@ -158,22 +228,39 @@ def host_families(h: HostSample) -> Iterator[Metric]:
     for metric, doc, value in scalars:
         yield gauge(metric, doc, [], [([], value)])
     fs_labels = ["mountpoint", "fstype"]
-    yield gauge("kato_host_filesystem_size_bytes", "Filesystem size.", fs_labels,
-                (([f.mountpoint, f.fstype], f.size_bytes) for f in h.filesystems))
-    yield gauge("kato_host_filesystem_used_bytes", "Filesystem space in use.", fs_labels,
-                (([f.mountpoint, f.fstype], f.used_bytes) for f in h.filesystems))
+    yield gauge(
+        "kato_host_filesystem_size_bytes",
+        "Filesystem size.",
+        fs_labels,
+        (([f.mountpoint, f.fstype], f.size_bytes) for f in h.filesystems),
+    )
+    yield gauge(
+        "kato_host_filesystem_used_bytes",
+        "Filesystem space in use.",
+        fs_labels,
+        (([f.mountpoint, f.fstype], f.used_bytes) for f in h.filesystems),
+    )
     devices = sorted(h.network.items())
-    yield counter("kato_host_network_receive_bytes_total", "Bytes received.", ["device"],
-                  (([d], rx) for d, (rx, _) in devices))
-    yield counter("kato_host_network_transmit_bytes_total", "Bytes sent.", ["device"],
-                  (([d], tx) for d, (_, tx) in devices))
+    yield counter(
+        "kato_host_network_receive_bytes_total",
+        "Bytes received.",
+        ["device"],
+        (([d], rx) for d, (rx, _) in devices),
+    )
+    yield counter(
+        "kato_host_network_transmit_bytes_total",
+        "Bytes sent.",
+        ["device"],
+        (([d], tx) for d, (_, tx) in devices),
+    )
 
 
 class SnapshotFamilies:
     """What prometheus_client's encoders call ``collect()`` on: one snapshot's families."""
 
-    def __init__(self, snapshot: Snapshot, info_labels: Sequence[str] = (),
-                 extra: Sequence[Any] = ()) -> None:
+    def __init__(
+        self, snapshot: Snapshot, info_labels: Sequence[str] = (), extra: Sequence[Any] = ()
+    ) -> None:
         self._snapshot = snapshot
         self._info_labels = info_labels
         self._extra = extra
@@ -215,7 +302,7 @@ class Exposition:
         for content_type, zipped in formats:
             if content_type not in plain:
                 encode = generate_openmetrics if content_type == OPENMETRICS else generate_latest
-                plain[content_type] = encode(families)  # type: ignore[arg-type]
+                plain[content_type] = encode(families)
             body = plain[content_type]
             out[(content_type, zipped)] = gzip.compress(body, 6, mtime=0) if zipped else body
         return out

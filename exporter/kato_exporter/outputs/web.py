@@ -17,7 +17,8 @@ from kato_exporter.outputs.metrics import OPENMETRICS, TEXT, Exposition
 
 HUB = web.AppKey("hub", Hub)
 EXPOSITION = web.AppKey("exposition", Exposition)
-SOURCES = web.AppKey("sources", frozenset)
+SOURCES: web.AppKey[frozenset[str]] = web.AppKey("sources")
+METRICS_PATH = web.AppKey("metrics_path", str)
 
 
 def negotiate(request: web.Request) -> tuple[str, bool]:
@@ -51,7 +52,8 @@ async def ready(request: web.Request) -> web.Response:
 async def landing(request: web.Request) -> web.Response:
     snapshot = request.app[HUB].snapshot
     rows = []
-    for name in sorted(request.app[SOURCES]):
+    sources = request.app[SOURCES]
+    for name in sorted(sources):
         health = snapshot.health.get(name)
         if health is None:
             state, detail = "starting", ""
@@ -61,10 +63,12 @@ async def landing(request: web.Request) -> web.Response:
         else:
             state, detail = "down", health.last_error or ""
         rows.append(f"<tr><td>{name}</td><td>{state}</td><td>{html.escape(detail)}</td></tr>")
+    metrics_link = html.escape(request.app[METRICS_PATH].lstrip("/"))
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>KATO exporter</title></head>
 <body><h1>KATO exporter {__version__}</h1>
-<p><a href="metrics">Metrics</a> · <a href="-/healthy">Health</a> · <a href="-/ready">Readiness</a></p>
+<p><a href="{metrics_link}">Metrics</a> · <a href="-/healthy">Health</a> ·
+<a href="-/ready">Readiness</a></p>
 <table><tr><th>source</th><th>state</th><th>last collection</th></tr>
 {"".join(rows)}
 </table></body></html>
@@ -72,12 +76,14 @@ async def landing(request: web.Request) -> web.Response:
     return web.Response(text=page, content_type="text/html")
 
 
-def make_app(hub: Hub, exposition: Exposition, sources: frozenset[str],
-             telemetry_path: str = "/metrics") -> web.Application:
+def make_app(
+    hub: Hub, exposition: Exposition, sources: frozenset[str], telemetry_path: str = "/metrics"
+) -> web.Application:
     app = web.Application()
     app[HUB] = hub
     app[EXPOSITION] = exposition
     app[SOURCES] = sources
+    app[METRICS_PATH] = telemetry_path
     app.router.add_get("/", landing)
     app.router.add_get(telemetry_path, metrics)
     app.router.add_get("/-/healthy", healthy)

@@ -13,8 +13,8 @@ ContainerUsage(cpu_seconds=3.18, memory_usage_bytes=65536, memory_working_set_by
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from kato_exporter.model import ContainerUsage
 

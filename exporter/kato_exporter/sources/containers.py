@@ -25,9 +25,10 @@ import logging
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 import aiodocker
 import aiohttp
@@ -50,8 +51,7 @@ class ContainerFilter:
         if not self.include.fullmatch(meta.name):
             return False
         return all(
-            key in meta.labels and (value is None or meta.labels[key] == value)
-            for key, value in self.labels
+            key in meta.labels and (value is None or meta.labels[key] == value) for key, value in self.labels
         )
 
 
@@ -120,7 +120,7 @@ class ContainersSource:
             try:
                 await self._follow(docker)
                 problem = "the Docker event stream ended"
-            except (aiodocker.DockerError, aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiodocker.DockerError, aiohttp.ClientError, OSError) as exc:
                 problem = f"cannot reach Docker at {self._url}: {exc}"
             finally:
                 await docker.close()
@@ -133,7 +133,7 @@ class ContainersSource:
 
     async def _follow(self, docker: aiodocker.Docker) -> None:
         since = time.time()
-        events = docker.events.subscribe(create_task=False)
+        events = docker.events.subscribe(create_task=False)  # type: ignore[no-untyped-call]
         stream = asyncio.create_task(
             docker.events.run(since=f"{since:.6f}", filters=json.dumps({"type": ["container"]}))
         )
@@ -155,7 +155,10 @@ class ContainersSource:
             running = sum(m.state == "running" for m in self._meta.values())
             log.info(
                 "following Docker at %s: %d containers (%d running), stats from %s",
-                self._url, len(self._meta), running, self.mode,
+                self._url,
+                len(self._meta),
+                running,
+                self.mode,
             )
         self._synced = True
         self._ever_synced.set()

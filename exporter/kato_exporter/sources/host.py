@@ -22,7 +22,6 @@ from kato_exporter.config import DEFAULT_MOUNT_EXCLUDE
 from kato_exporter.model import Filesystem, HostSample
 
 
-
 class HostSource:
     name = "host"
 
@@ -96,4 +95,4 @@ def _busy_ratio(before: psutil._common.scputimes, after: psutil._common.scputime
     if total <= 0:
         return 0.0
     idle = sum(deltas.get(f, 0.0) for f in idle_fields)
-    return min(1.0, max(0.0, 1 - idle / total))
+    return float(min(1.0, max(0.0, 1 - idle / total)))

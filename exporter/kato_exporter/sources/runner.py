@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from kato_exporter.hub import Hub
 from kato_exporter.model import SourceHealth
@@ -46,7 +47,7 @@ async def run_source(
         error: str | None = None
         try:
             value = await asyncio.wait_for(source.collect(), source.timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             error = f"collection took longer than {source.timeout:g}s"
         except Exception as exc:  # the policy: any failure marks the source down
             error = str(exc) or type(exc).__name__

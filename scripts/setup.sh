@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Installs and starts what the tests need; safe to run again.
+#   Debian packages (when missing), a virtualenv with the exporter and its test tools,
+#   dockerd (vfs storage), and a busybox image imported from busybox-static.
+# With --venv-only: just the virtualenv (enough to run the exporter).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=${VENV:-.venv}
+IMAGE=kato-test/busybox:latest
+PACKAGES=(docker.io busybox-static redis-server prometheus prometheus-alertmanager
+          prometheus-node-exporter wrk)
+
+install_venv() {
+  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+  if ! "$VENV/bin/python" -c "import kato_exporter, pytest" 2>/dev/null \
+     || [ exporter/pyproject.toml -nt "$VENV/.installed" ]; then
+    echo "setup: installing Python packages into $VENV"
+    "$VENV/bin/pip" install -q --disable-pip-version-check -e "./exporter[test]" 2>&1 \
+      | grep -v "^WARNING: Location" || true
+    "$VENV/bin/python" -c "import kato_exporter, pytest"  # fail loudly if the install did
+    touch "$VENV/.installed"
+  fi
+}
+
+if [ "${1:-}" = --venv-only ]; then
+  install_venv
+  exit 0
+fi
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+install_venv
+
+scripts/dockerd.sh start
+
+if ! docker image inspect "$IMAGE" >/dev/null 2>&1; then
+  root=$(mktemp -d)
+  mkdir -p "$root"/{bin,tmp,proc,sys,dev,etc,data}
+  cp /bin/busybox "$root/bin/busybox"
+  for applet in $("$root/bin/busybox" --list); do
+    [ "$applet" = busybox ] || ln -s busybox "$root/bin/$applet"
+  done
+  tar -C "$root" -c . | docker import --change 'ENV PATH=/bin' - "$IMAGE" >/dev/null
+  rm -rf "$root"
+  echo "setup: imported $IMAGE"
+fi

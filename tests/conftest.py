@@ -1,0 +1,147 @@
+"""Shared fixtures: real dockerd containers and real exporter processes."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.exposition import Exposition, scrape
+
+ROOT = Path(__file__).resolve().parent.parent
+IMAGE = "kato-test/busybox:latest"
+RUN_ID = uuid.uuid4().hex[:8]
+RUN_LABEL = f"kato.test.run={RUN_ID}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(
+    check: Callable[[], object], timeout: float, interval: float = 0.05, what: str = "condition"
+) -> object:
+    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(interval)
+
+
+def docker(*args: str, check: bool = True) -> str:
+    done = subprocess.run(["docker", *args], capture_output=True, text=True)
+    if check and done.returncode:
+        raise RuntimeError(f"docker {' '.join(args)}: {done.stderr.strip()}")
+    return done.stdout.strip()
+
+
+@pytest.fixture(scope="session")
+def dockerd() -> None:
+    if subprocess.run(["docker", "info"], capture_output=True).returncode:
+        pytest.fail("dockerd is not running: scripts/setup.sh starts it")
+    docker("image", "inspect", IMAGE)
+
+
+@pytest.fixture
+def run_container(dockerd: None) -> Iterator[Callable[..., str]]:
+    """Factory: ``run_container("sleep 3600", "--memory", "64m")`` → container name."""
+    names: list[str] = []
+
+    def run(command: str, *options: str) -> str:
+        name = f"kato-test-{RUN_ID}-{uuid.uuid4().hex[:6]}"
+        docker(
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--label",
+            RUN_LABEL,
+            "--network",
+            "none",
+            *options,
+            IMAGE,
+            "sh",
+            "-c",
+            command,
+        )
+        names.append(name)
+        return name
+
+    yield run
+    if names:
+        docker("rm", "-f", *names, check=False)
+
+
+class Exporter:
+    def __init__(self, args: list[str], prefix: list[str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = Path(f"/tmp/kato-exporter-test-{self.port}.log")
+        command = [
+            *(prefix or []),
+            sys.executable,
+            "-m",
+            "kato_exporter",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            *args,
+        ]
+        self.proc = subprocess.Popen(
+            command,
+            stdout=self.log.open("w"),
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        wait_for(self.ready, 15, what=f"exporter ready ({self.log})")
+
+    def ready(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"exporter exited {self.proc.returncode}:\n{self.log.read_text()}")
+        try:
+            with urllib.request.urlopen(self.url + "/-/ready", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    def scrape(self) -> Exposition:
+        return scrape(self.url + "/metrics")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+@pytest.fixture
+def start_exporter() -> Iterator[Callable[..., Exporter]]:
+    """Factory: a real exporter process; stopped at teardown."""
+    started: list[Exporter] = []
+
+    def start(*args: str, prefix: list[str] | None = None) -> Exporter:
+        exporter = Exporter(list(args), prefix)
+        started.append(exporter)
+        return exporter
+
+    yield start
+    for exporter in started:
+        exporter.stop()
+
+
+@pytest.fixture(scope="module")
+def container_exporter(dockerd: None) -> Iterator[Exporter]:
+    """One exporter for a module's tests, watching only this run's containers."""
+    exporter = Exporter([f"--collector.containers.label-selector={RUN_LABEL}"])
+    yield exporter
+    exporter.stop()

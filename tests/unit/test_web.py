@@ -1,0 +1,149 @@
+"""The web app through a real aiohttp server: negotiation, readiness, landing page."""
+
+from __future__ import annotations
+
+import gzip
+
+import pytest
+from kato_exporter.hub import Hub
+from kato_exporter.model import (
+    Container,
+    ContainerMeta,
+    ContainersSample,
+    ContainerUsage,
+    SourceHealth,
+)
+from kato_exporter.outputs.metrics import Exposition as Renderer
+from kato_exporter.outputs.web import make_app
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
+
+from tests.exposition import Exposition
+
+USAGE = ContainerUsage(
+    cpu_seconds=12.5,
+    memory_usage_bytes=100,
+    memory_working_set_bytes=80,
+    network_receive_bytes=1,
+    network_transmit_bytes=2,
+    block_read_bytes=3,
+    block_write_bytes=4,
+    pids=5,
+    cpu_limit_cores=None,
+    memory_limit_bytes=1024,
+)
+
+
+def meta(name: str, state: str, health: str | None = None) -> ContainerMeta:
+    return ContainerMeta(
+        id=name * 4,
+        name=name,
+        image="busybox",
+        labels={"com.docker.compose.project": "kato", "tier": "api"},
+        state=state,
+        health=health,
+        restarts=2,
+        started_at=1700000000.0,
+        pid=42 if state == "running" else 0,
+    )
+
+
+SAMPLE = ContainersSample(
+    (Container(meta("kato", "running", "healthy"), USAGE), Container(meta("redis", "exited"), None)),
+    "cgroup",
+)
+
+
+@pytest.fixture
+async def client(aiohttp_client):
+    async def make(sources=frozenset({"containers"}), info_labels=()):
+        hub = Hub()
+        app = make_app(hub, Renderer(hub, info_labels), sources)
+        return hub, await aiohttp_client(app)
+
+    return make
+
+
+async def test_text_by_default(client):
+    hub, c = await client()
+    await hub.update("containers", SAMPLE, SourceHealth(up=True, last_success_seconds=1.0))
+    response = await c.get("/metrics", headers={"Accept-Encoding": "identity"})
+    assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    assert "Content-Encoding" not in response.headers
+    e = Exposition(await response.text())
+    assert e.value("kato_container_cpu_usage_seconds_total", name="kato") == 12.5
+    assert e.value("kato_container_state", name="redis", state="exited") == 1
+    assert e.value("kato_container_cpu_usage_seconds_total", name="redis") is None
+    assert e.value("kato_container_restarts_total", name="redis") == 2
+    assert e.value("kato_container_health_status", name="kato", status="healthy") == 1
+    assert list(e.all("kato_container_health_status", name="redis")) == []
+    assert e.value("kato_container_memory_limit_bytes", name="kato") == 1024
+    assert e.value("kato_container_cpu_limit_cores", name="kato") is None
+    assert e.value("kato_exporter_source_up", source="containers") == 1
+    [(labels, _)] = e.all("kato_container_info", name="kato")
+    assert labels["compose_project"] == "kato" and labels["id"] == "kato" * 4
+    assert e.value("process_resident_memory_bytes") > 0
+    assert "# TYPE kato_container_restarts_total counter" in e.text
+
+
+async def test_openmetrics_on_accept(client):
+    hub, c = await client()
+    await hub.update("containers", SAMPLE, SourceHealth(up=True))
+    response = await c.get(
+        "/metrics",
+        headers={
+            "Accept": "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+            "Accept-Encoding": "identity",
+        },
+    )
+    assert response.headers["Content-Type"].startswith("application/openmetrics-text; version=1.0.0")
+    body = await response.text()
+    families = {f.name: f for f in openmetrics_families(body)}  # strict: fails without "# EOF"
+    assert families["kato_container"].type == "info"
+    assert families["kato_container_restarts"].type == "counter"
+    [sample] = [s for s in families["kato_container_restarts"].samples if s.labels["name"] == "kato"]
+    assert (sample.name, sample.value) == ("kato_container_restarts_total", 2)
+
+
+async def test_gzip_on_accept_encoding(client):
+    hub, c = await client()
+    await hub.update("containers", SAMPLE, SourceHealth(up=True))
+    response = await c.get("/metrics", headers={"Accept-Encoding": "gzip"}, auto_decompress=False)
+    assert response.headers["Content-Encoding"] == "gzip"
+    text = gzip.decompress(await response.read()).decode()
+    assert Exposition(text).value("kato_container_pids", name="kato") == 5
+
+
+async def test_bytes_are_rendered_once_per_snapshot(client):
+    hub, c = await client()
+    await hub.update("containers", SAMPLE, SourceHealth(up=True))
+    first = await (await c.get("/metrics")).read()
+    assert await (await c.get("/metrics")).read() == first  # same snapshot, same bytes
+    await hub.update("containers", ContainersSample((), "cgroup"), SourceHealth(up=True))
+    assert await (await c.get("/metrics")).read() != first
+
+
+async def test_info_labels(client):
+    hub, c = await client(info_labels=("tier",))
+    await hub.update("containers", SAMPLE, SourceHealth(up=True))
+    e = Exposition(await (await c.get("/metrics")).text())
+    [(labels, _)] = e.all("kato_container_info", name="kato")
+    assert labels["label_tier"] == "api"
+
+
+async def test_ready_after_every_source_reported(client):
+    hub, c = await client(sources=frozenset({"containers", "host"}))
+    assert (await c.get("/-/healthy")).status == 200
+    response = await c.get("/-/ready")
+    assert response.status == 503
+    assert "containers, host" in await response.text()
+    await hub.update("containers", None, SourceHealth(up=False, last_error="boom"))
+    await hub.update("host", None, SourceHealth(up=True))
+    assert (await c.get("/-/ready")).status == 200
+
+
+async def test_landing_page_shows_sources(client):
+    hub, c = await client(sources=frozenset({"containers"}))
+    await hub.update("containers", None, SourceHealth(up=False, last_error="cannot reach <Docker>"))
+    page = await (await c.get("/")).text()
+    assert 'href="metrics"' in page
+    assert "cannot reach &lt;Docker&gt;" in page
