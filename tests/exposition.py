@@ -5,16 +5,16 @@ from __future__ import annotations
 import urllib.request
 from collections.abc import Iterator
 
-from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
+from prometheus_client.parser import text_string_to_metric_families as parse_text
 
 
 class Exposition:
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, openmetrics: bool = False) -> None:
         self.text = text
+        parse = parse_openmetrics if openmetrics else parse_text
         self.samples = [
-            (sample.name, sample.labels, sample.value)
-            for family in text_string_to_metric_families(text)
-            for sample in family.samples
+            (sample.name, sample.labels, sample.value) for family in parse(text) for sample in family.samples
         ]
 
     def all(self, name: str, /, **labels: str) -> Iterator[tuple[dict[str, str], float]]:

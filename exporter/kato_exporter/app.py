@@ -13,7 +13,7 @@ from aiohttp import web
 from kato_exporter import __version__
 from kato_exporter.config import Config
 from kato_exporter.hub import Hub
-from kato_exporter.outputs.metrics import Exposition
+from kato_exporter.outputs.metrics import Exposition, default_builders
 from kato_exporter.outputs.web import make_app
 from kato_exporter.sources.containers import ContainerFilter, ContainersSource
 from kato_exporter.sources.host import HostSource
@@ -76,7 +76,7 @@ async def serve(config: Config, stop: asyncio.Event) -> None:
     """Run until ``stop`` is set."""
     hub = Hub()
     sources: list[Source] = build_sources(config)
-    exposition = Exposition(hub, config.collector.containers.info_labels)
+    exposition = Exposition(hub, default_builders(config.collector.containers.info_labels))
     app = make_app(hub, exposition, frozenset(s.name for s in sources), config.web.telemetry_path)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

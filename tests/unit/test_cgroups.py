@@ -13,9 +13,9 @@ FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
 def read(version: str, pid: int) -> ContainerUsage:
     root = FIXTURES / version
-    paths = cgroups.resolve(pid, str(root / "proc"), str(root / "sys"))
-    assert paths.version == int(version[1])
-    return cgroups.read_usage(paths, pid, str(root / "proc"))
+    cgroup = cgroups.resolve(pid, str(root / "proc"), str(root / "sys"))
+    assert cgroup.version == int(version[1])
+    return cgroups.read_usage(cgroup, pid, str(root / "proc"))
 
 
 @pytest.mark.parametrize("version", ["v1", "v2"])

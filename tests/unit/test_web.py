@@ -14,6 +14,7 @@ from kato_exporter.model import (
     SourceHealth,
 )
 from kato_exporter.outputs.metrics import Exposition as Renderer
+from kato_exporter.outputs.metrics import default_builders
 from kato_exporter.outputs.web import make_app
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
 
@@ -57,7 +58,7 @@ SAMPLE = ContainersSample(
 async def client(aiohttp_client):
     async def make(sources=frozenset({"containers"}), info_labels=()):
         hub = Hub()
-        app = make_app(hub, Renderer(hub, info_labels), sources)
+        app = make_app(hub, Renderer(hub, default_builders(info_labels)), sources)
         return hub, await aiohttp_client(app)
 
     return make

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import math
 import platform
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from prometheus_client import ProcessCollector
@@ -255,72 +257,95 @@ def host_families(h: HostSample) -> Iterator[Metric]:
     )
 
 
-class SnapshotFamilies:
-    """What prometheus_client's encoders call ``collect()`` on: one snapshot's families."""
+class _Families:
+    """What prometheus_client's encoders call ``collect()`` on."""
 
-    def __init__(
-        self, snapshot: Snapshot, info_labels: Sequence[str] = (), extra: Sequence[Any] = ()
-    ) -> None:
-        self._snapshot = snapshot
-        self._info_labels = info_labels
-        self._extra = extra
-
-    def collect(self) -> Iterator[Metric]:
-        values = self._snapshot.values
-        yield from exporter_families(self._snapshot)
-        if isinstance(containers := values.get("containers"), ContainersSample):
-            yield from container_families(containers, self._info_labels)
-        if isinstance(host := values.get("host"), HostSample):
-            yield from host_families(host)
-        for collector in self._extra:
-            yield from collector.collect()
+    def __init__(self, families: Callable[[], Iterable[Metric]]) -> None:
+        self.collect = families
 
 
 Format = tuple[str, bool]  # (content type, gzipped)
+Builder = Callable[[Any], Iterable[Metric]]
 
 
 class Exposition:
-    """Keeps the exposition bytes of the latest snapshot, in every format asked for.
+    """Keeps the exposition bytes of the latest snapshot, in every format scrapers ask for.
 
-    A format is rendered the first time a scrape asks for it, and from then on
-    ahead of time, in a worker thread, as each new snapshot arrives; a scrape
-    then only returns bytes.
+    Bytes are rendered at most once per snapshot, in a worker thread, never once
+    per scrape. Each source's families are encoded once per new value of that
+    source (a host refresh does not re-encode a thousand containers), and the
+    blocks are joined behind the exporter's own metrics.
+
+    While a format is scraped at least every ``ahead_seconds`` (its last two
+    requests that close together, the last one recent), each new snapshot is
+    rendered ahead of time and scrapes only return bytes. A slower scraper
+    (Prometheus every 5–15 s) gets the snapshot rendered on its first request,
+    so a 1 s refresh does not cost a render every second that nobody reads.
     """
 
-    def __init__(self, hub: Hub, info_labels: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        builders: Mapping[str, Builder],
+        ahead_seconds: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._hub = hub
-        self._info_labels = tuple(info_labels)
+        self._builders = builders
+        self._ahead_seconds = ahead_seconds
+        self._clock = clock
         self._process = ProcessCollector(registry=None)
-        self._wanted: set[Format] = set()
+        self._blocks: dict[tuple[str, str], tuple[Any, bytes]] = {}
+        self._asked: dict[Format, tuple[float, float]] = {}  # the last two requests
         self._version = -1
         self._cache: dict[Format, bytes] = {}
 
     def render(self, snapshot: Snapshot, formats: Iterable[Format]) -> dict[Format, bytes]:
-        families = SnapshotFamilies(snapshot, self._info_labels, [self._process])
-        plain: dict[str, bytes] = {}
-        out = {}
-        for content_type, zipped in formats:
-            if content_type not in plain:
-                encode = generate_openmetrics if content_type == OPENMETRICS else generate_latest
-                plain[content_type] = encode(families)
-            body = plain[content_type]
-            out[(content_type, zipped)] = gzip.compress(body, 6, mtime=0) if zipped else body
-        return out
+        formats = list(formats)
+        plain = {}
+        for content_type in {content_type for content_type, _ in formats}:
+            parts = [_encode(content_type, lambda: [*exporter_families(snapshot), *self._process.collect()])]
+            for source, value in sorted(snapshot.values.items()):
+                if value is not None and source in self._builders:
+                    parts.append(self._block(source, value, content_type))
+            if content_type == OPENMETRICS:
+                parts.append(b"# EOF\n")
+            plain[content_type] = b"".join(parts)
+        return {
+            (content_type, zipped): gzip.compress(plain[content_type], 6, mtime=0)
+            if zipped
+            else plain[content_type]
+            for content_type, zipped in formats
+        }
+
+    def _block(self, source: str, value: Any, content_type: str) -> bytes:
+        cached = self._blocks.get((source, content_type))
+        if cached is not None and cached[0] is value:
+            return cached[1]
+        body = _encode(content_type, lambda: self._builders[source](value))
+        self._blocks[(source, content_type)] = (value, body)
+        return body
 
     async def run(self) -> None:
-        """Render each new snapshot ahead of scrapes."""
+        """Render each new snapshot ahead of scrapes, in the formats scraped often."""
         version = self._hub.snapshot.version
         while True:
             snapshot = await self._hub.next_snapshot(version)
             version = snapshot.version
-            if self._wanted:
-                await self._store(snapshot, set(self._wanted))
+            now, ahead = self._clock(), self._ahead_seconds
+            wanted = {
+                fmt
+                for fmt, (before, last) in self._asked.items()
+                if last - before <= ahead and now - last <= ahead
+            }
+            if wanted:
+                await self._store(snapshot, wanted)
 
     async def get(self, fmt: Format) -> bytes:
+        self._asked[fmt] = (self._asked.get(fmt, (-math.inf, -math.inf))[1], self._clock())
         snapshot = self._hub.snapshot
         if snapshot.version == self._version and fmt in self._cache:
             return self._cache[fmt]
-        self._wanted.add(fmt)
         return (await self._store(snapshot, {fmt}))[fmt]
 
     async def _store(self, snapshot: Snapshot, formats: set[Format]) -> dict[Format, bytes]:
@@ -330,3 +355,20 @@ class Exposition:
         elif snapshot.version == self._version:
             self._cache.update(rendered)
         return rendered
+
+
+def _encode(content_type: str, families: Callable[[], Iterable[Metric]]) -> bytes:
+    """One block of exposition, without OpenMetrics' closing ``# EOF`` (added once, at the end)."""
+    collector = _Families(families)
+    if content_type == OPENMETRICS:
+        body: bytes = generate_openmetrics(collector)  # type: ignore[no-untyped-call]
+        return body.removesuffix(b"# EOF\n")
+    return generate_latest(collector)
+
+
+def default_builders(info_labels: Sequence[str] = ()) -> dict[str, Builder]:
+    """Which families each source's value becomes."""
+    return {
+        "containers": lambda sample: container_families(sample, info_labels),
+        "host": host_families,
+    }

@@ -1,13 +1,17 @@
 """Container usage read straight from cgroup files (v1 and v2) and /proc.
 
-About 40 µs a container, against ~2 s for one call to Docker's stats API.
-The paths come from ``/proc/<pid>/cgroup``, so any cgroup driver works.
+Six small files a refresh (~70 µs a container here), against ~1–2 s for one
+call to Docker's stats API. The paths come from ``/proc/<pid>/cgroup``, so any
+cgroup driver works. Limits are read once, when the cgroup is resolved: they
+change only through ``docker update``, whose event makes the caller resolve again.
 
->>> paths = resolve(pid, "/proc", "/sys")
->>> read_usage(paths, pid, "/proc")
-ContainerUsage(cpu_seconds=3.18, memory_usage_bytes=65536, memory_working_set_bytes=65536,
-               network_receive_bytes=0, network_transmit_bytes=0, block_read_bytes=0,
-               block_write_bytes=20996096, pids=1, cpu_limit_cores=None, memory_limit_bytes=67108864)
+    cgroup = resolve(4242, "/proc", "/sys")
+    # Cgroup(version=1, dirs={"memory": "/sys/fs/cgroup/memory/docker/4f1c…", …},
+    #        cpu_limit_cores=1.5, memory_limit_bytes=67108864)
+    read_usage(cgroup, 4242, "/proc")
+    # ContainerUsage(cpu_seconds=3.18, memory_usage_bytes=52428800, memory_working_set_bytes=44040192,
+    #                network_receive_bytes=123500, network_transmit_bytes=65442, block_read_bytes=5096,
+    #                block_write_bytes=20998096, pids=3, cpu_limit_cores=1.5, memory_limit_bytes=67108864)
 """
 
 from __future__ import annotations
@@ -23,20 +27,36 @@ _UNLIMITED = 1 << 62
 
 
 @dataclass(frozen=True)
-class CgroupPaths:
+class Cgroup:
     version: int  # 1 or 2
     dirs: Mapping[str, str]  # v1: controller -> directory; v2: {"": directory}
+    cpu_limit_cores: float | None = None
+    memory_limit_bytes: int | None = None
 
 
-def resolve(pid: int, procfs: str, sysfs: str) -> CgroupPaths:
-    """Find the cgroup directories of process ``pid``."""
+def resolve(pid: int, procfs: str, sysfs: str) -> Cgroup:
+    """Find the cgroup of process ``pid`` and read its limits."""
+    version, dirs = _find_dirs(pid, procfs, sysfs)
+    if version == 2:
+        cpu_max, _, period = _text(dirs[""], "cpu.max").partition(" ")
+        memory_max = _text(dirs[""], "memory.max").strip()
+        cores = None if cpu_max == "max" else int(cpu_max) / int(period)
+        return Cgroup(2, dirs, cores, None if memory_max == "max" else int(memory_max))
+    cores = None
+    if "cpu" in dirs and (quota := _int(dirs["cpu"], "cpu.cfs_quota_us")) > 0:
+        cores = quota / _int(dirs["cpu"], "cpu.cfs_period_us")
+    limit = _int(dirs["memory"], "memory.limit_in_bytes")
+    return Cgroup(1, dirs, cores, limit if limit < _UNLIMITED else None)
+
+
+def _find_dirs(pid: int, procfs: str, sysfs: str) -> tuple[int, dict[str, str]]:
     root = os.path.join(sysfs, "fs", "cgroup")
     with open(os.path.join(procfs, str(pid), "cgroup")) as f:
         lines = [line.rstrip("\n").split(":", 2) for line in f if line.strip()]
     if os.path.exists(os.path.join(root, "cgroup.controllers")):
         for hierarchy, _, path in lines:
             if hierarchy == "0":
-                return CgroupPaths(2, {"": _join(root, path)})
+                return 2, {"": _join(root, path)}
         raise FileNotFoundError(f"no cgroup v2 entry in /proc/{pid}/cgroup")
     dirs: dict[str, str] = {}
     for _, controllers, path in lines:
@@ -50,26 +70,20 @@ def resolve(pid: int, procfs: str, sysfs: str) -> CgroupPaths:
     missing = {"cpuacct", "memory"} - dirs.keys()
     if missing:
         raise FileNotFoundError(f"cgroup v1 controllers not found for pid {pid}: {sorted(missing)}")
-    return CgroupPaths(1, dirs)
+    return 1, dirs
 
 
-def read_usage(paths: CgroupPaths, pid: int, procfs: str) -> ContainerUsage:
+def read_usage(cgroup: Cgroup, pid: int, procfs: str) -> ContainerUsage:
     """Read one container's counters; raises OSError if it vanished meanwhile."""
-    rx, tx = read_net_dev(os.path.join(procfs, str(pid), "net", "dev"))
-    read = _read_v2 if paths.version == 2 else _read_v1
-    return read(paths.dirs, rx, tx)
+    rx, tx = read_net_dev(os.path.join(procfs, str(pid), "net"))
+    read = _read_v2 if cgroup.version == 2 else _read_v1
+    return read(cgroup, rx, tx)
 
 
-def _read_v1(d: Mapping[str, str], rx: int, tx: int) -> ContainerUsage:
-    cpu, mem = d.get("cpu"), d["memory"]
-    usage = _int(mem, "memory.usage_in_bytes")
-    inactive = _stat_value(_text(mem, "memory.stat"), "total_inactive_file")
-    limit = _int(mem, "memory.limit_in_bytes")
-    cores = None
-    if cpu:
-        quota = _int(cpu, "cpu.cfs_quota_us")
-        if quota > 0:
-            cores = quota / _int(cpu, "cpu.cfs_period_us")
+def _read_v1(cgroup: Cgroup, rx: int, tx: int) -> ContainerUsage:
+    d = cgroup.dirs
+    usage = _int(d["memory"], "memory.usage_in_bytes")
+    inactive = _stat_value(_text(d["memory"], "memory.stat"), "total_inactive_file")
     read, write = _blkio_v1(d.get("blkio"))
     return ContainerUsage(
         cpu_seconds=_int(d["cpuacct"], "cpuacct.usage") / 1e9,
@@ -80,17 +94,15 @@ def _read_v1(d: Mapping[str, str], rx: int, tx: int) -> ContainerUsage:
         block_read_bytes=read,
         block_write_bytes=write,
         pids=_int(d["pids"], "pids.current") if "pids" in d else 0,
-        cpu_limit_cores=cores,
-        memory_limit_bytes=limit if limit < _UNLIMITED else None,
+        cpu_limit_cores=cgroup.cpu_limit_cores,
+        memory_limit_bytes=cgroup.memory_limit_bytes,
     )
 
 
-def _read_v2(d: Mapping[str, str], rx: int, tx: int) -> ContainerUsage:
-    cg = d[""]
+def _read_v2(cgroup: Cgroup, rx: int, tx: int) -> ContainerUsage:
+    cg = cgroup.dirs[""]
     usage = _int(cg, "memory.current")
     inactive = _stat_value(_text(cg, "memory.stat"), "inactive_file")
-    quota, _, period = _text(cg, "cpu.max").partition(" ")
-    memory_max = _text(cg, "memory.max").strip()
     read = write = 0
     for line in _text(cg, "io.stat", missing="").splitlines():
         for item in line.split()[1:]:
@@ -108,8 +120,8 @@ def _read_v2(d: Mapping[str, str], rx: int, tx: int) -> ContainerUsage:
         block_read_bytes=read,
         block_write_bytes=write,
         pids=_int(cg, "pids.current"),
-        cpu_limit_cores=None if quota == "max" else int(quota) / int(period),
-        memory_limit_bytes=None if memory_max == "max" else int(memory_max),
+        cpu_limit_cores=cgroup.cpu_limit_cores,
+        memory_limit_bytes=cgroup.memory_limit_bytes,
     )
 
 
@@ -129,17 +141,16 @@ def _blkio_v1(blkio: str | None) -> tuple[int, int]:
     return read, write
 
 
-def read_net_dev(path: str) -> tuple[int, int]:
-    """Receive and transmit bytes over every interface but ``lo``."""
+def read_net_dev(net_dir: str) -> tuple[int, int]:
+    """Receive and transmit bytes over every interface but ``lo``, from ``<net_dir>/dev``."""
     rx = tx = 0
-    with open(path) as f:
-        for line in f.readlines()[2:]:
-            name, _, counters = line.partition(":")
-            if name.strip() == "lo":
-                continue
-            fields = counters.split()
-            rx += int(fields[0])
-            tx += int(fields[8])
+    for line in _text(net_dir, "dev").splitlines()[2:]:
+        name, _, counters = line.partition(":")
+        if name.strip() == "lo":
+            continue
+        fields = counters.split()
+        rx += int(fields[0])
+        tx += int(fields[8])
     return rx, tx
 
 
@@ -148,13 +159,17 @@ def _join(root: str, path: str) -> str:
 
 
 def _text(directory: str, name: str, missing: str | None = None) -> str:
+    # os.open/os.read: a third of the cost of open() for these tiny files
     try:
-        with open(os.path.join(directory, name)) as f:
-            return f.read()
+        fd = os.open(directory + "/" + name, os.O_RDONLY)
     except FileNotFoundError:
         if missing is None:
             raise
         return missing
+    try:
+        return os.read(fd, 65536).decode()
+    finally:
+        os.close(fd)
 
 
 def _int(directory: str, name: str) -> int:

@@ -80,7 +80,8 @@ class ContainersSource:
         self._api_slots = asyncio.Semaphore(api_concurrency)
         self._docker: aiodocker.Docker | None = None
         self._meta: dict[str, ContainerMeta] = {}
-        self._paths: dict[tuple[str, int], cgroups.CgroupPaths] = {}
+        self._cgroups: dict[tuple[str, int], cgroups.Cgroup] = {}  # by (container id, pid)
+        self._updated: set[str] = set()
         self._synced = False
         self._ever_synced = asyncio.Event()
         self._problem = "not connected to Docker yet"
@@ -105,7 +106,9 @@ class ContainersSource:
             raise SourceError(self._problem)
         metas = sorted(self._meta.values(), key=lambda m: m.name)
         if self.mode == "cgroup":
-            usages = await asyncio.to_thread(self._read_cgroups, metas)
+            usages, known = await asyncio.to_thread(self._read_cgroups, metas, dict(self._cgroups))
+            self._cgroups = {key: cg for key, cg in known.items() if key[0] not in self._updated}
+            self._updated.clear()
         else:
             usages = await asyncio.gather(*(self._read_api(m) for m in metas))
         return ContainersSample(tuple(map(Container, metas, usages)), self.mode)
@@ -165,6 +168,9 @@ class ContainersSource:
 
     async def _on_event(self, docker: aiodocker.Docker, event: dict[str, Any]) -> None:
         container_id = event.get("id") or event.get("Actor", {}).get("ID", "")
+        # resolve its cgroup again (`docker update` changes limits), also if a read is under way
+        self._updated.add(container_id)
+        self._cgroups = {key: cg for key, cg in self._cgroups.items() if key[0] != container_id}
         if event.get("Action") == "destroy":
             self._meta.pop(container_id, None)
             return
@@ -198,7 +204,8 @@ class ContainersSource:
         if not running:
             return os.path.isdir(os.path.join(self._sysfs, "fs", "cgroup"))
         try:
-            cgroups.read_usage(self._cgroup_paths(running[0]), running[0].pid, self._procfs)
+            cgroup = cgroups.resolve(running[0].pid, self._procfs, self._sysfs)
+            cgroups.read_usage(cgroup, running[0].pid, self._procfs)
         except (OSError, ValueError) as exc:
             log.info("cannot read cgroup files (%s); using Docker's stats API", exc)
             return False
@@ -206,26 +213,24 @@ class ContainersSource:
 
     # --- reading numbers ---------------------------------------------------------
 
-    def _cgroup_paths(self, meta: ContainerMeta) -> cgroups.CgroupPaths:
-        key = (meta.id, meta.pid)
-        if key not in self._paths:
-            self._paths[key] = cgroups.resolve(meta.pid, self._procfs, self._sysfs)
-        return self._paths[key]
-
-    def _read_cgroups(self, metas: list[ContainerMeta]) -> list[ContainerUsage | None]:
+    def _read_cgroups(
+        self, metas: list[ContainerMeta], known: dict[tuple[str, int], cgroups.Cgroup]
+    ) -> tuple[list[ContainerUsage | None], dict[tuple[str, int], cgroups.Cgroup]]:
+        """Runs in a worker thread: touches only its arguments."""
         usages: list[ContainerUsage | None] = []
+        live = {}
         for meta in metas:
             usage = None
             if meta.state in ("running", "paused") and meta.pid:
+                key = (meta.id, meta.pid)
                 try:
-                    usage = cgroups.read_usage(self._cgroup_paths(meta), meta.pid, self._procfs)
+                    cgroup = known.get(key) or cgroups.resolve(meta.pid, self._procfs, self._sysfs)
+                    usage = cgroups.read_usage(cgroup, meta.pid, self._procfs)
+                    live[key] = cgroup
                 except (OSError, ValueError) as exc:  # it stopped between inspect and read
                     log.debug("no usage for %s: %s", meta.name, exc)
             usages.append(usage)
-        live = {(m.id, m.pid) for m in metas}
-        for key in self._paths.keys() - live:
-            del self._paths[key]
-        return usages
+        return usages, live
 
     async def _read_api(self, meta: ContainerMeta) -> ContainerUsage | None:
         if meta.state not in ("running", "paused") or self._docker is None:

@@ -1,0 +1,263 @@
+"""Benchmarks of the exporter against peers measured in the same run.
+
+    .venv/bin/python -m bench.exporter_bench --containers 100 1000
+
+Starts N idle busybox containers (label kato.bench=1), then measures:
+  1. /metrics latency p50/p99 under a steady back-to-back scraper, ours and node_exporter's;
+  2. one refresh of 100 containers: cgroup files vs the concurrent stats API;
+  3. exporter CPU (% of a core) and RSS over 90 s at 1 s refresh, scraped every 5 s;
+  4. data age at scrape (now − the containers source's last success).
+Needs scripts/setup.sh to have run (dockerd, the busybox image, node_exporter).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import http.client
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiodocker
+from kato_exporter.sources.containers import ContainersSource
+
+from tests.conftest import IMAGE, Exporter, free_port, wait_for
+from tests.exposition import Exposition
+
+LABEL = "kato.bench=1"
+OUT = Path(__file__).resolve().parent / "out"
+SCRAPER_HEADERS = [
+    "Accept: application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+    "Accept-Encoding: gzip",
+]
+
+
+def sh(*args: str) -> str:
+    return subprocess.run(args, capture_output=True, text=True, check=True).stdout
+
+
+def bench_containers(count: int) -> list[str]:
+    """Make exactly ``count`` idle containers carry the bench label."""
+    have = sh("docker", "ps", "-q", "--filter", f"label={LABEL}").split()
+    if len(have) > count:
+        sh("docker", "rm", "-f", *have[count:])
+    missing = count - len(have)
+    if missing > 0:
+        print(f"starting {missing} idle containers…", flush=True)
+        started = time.monotonic()
+        names = "\n".join(f"kato-bench-{os.urandom(4).hex()}" for _ in range(missing))
+        subprocess.run(
+            [
+                "xargs",
+                "-P",
+                "8",
+                "-I{}",
+                "docker",
+                "run",
+                "-d",
+                "--name",
+                "{}",
+                "--label",
+                LABEL,
+                "--network",
+                "none",
+                IMAGE,
+                "sleep",
+                "86400",
+            ],
+            input=names,
+            text=True,
+            stdout=subprocess.DEVNULL,
+            check=True,
+        )
+        print(f"  took {time.monotonic() - started:.0f}s", flush=True)
+    return sh("docker", "ps", "-q", "--no-trunc", "--filter", f"label={LABEL}").split()
+
+
+def scrape_latency(url: str, seconds: float = 15) -> dict[str, float]:
+    """p50/p99 in ms of back-to-back scrapes on one keep-alive connection, every one timed.
+
+    (wrk's own percentiles were not usable here: its average times its request count
+    came to more than the run's length.)"""
+    parts = urllib.parse.urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    headers = dict(h.split(": ", 1) for h in SCRAPER_HEADERS)
+    latencies = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        started = time.perf_counter()
+        connection.request("GET", parts.path, headers=headers)
+        response = connection.getresponse()
+        response.read()
+        latencies.append((time.perf_counter() - started) * 1000)
+        assert response.status == 200, response.status
+    connection.close()
+    latencies.sort()
+    return {
+        "p50_ms": latencies[len(latencies) // 2],
+        "p99_ms": latencies[int(len(latencies) * 0.99)],
+        "requests": len(latencies),
+    }
+
+
+def start_node_exporter() -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        ["prometheus-node-exporter", f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/metrics"
+    wait_for(lambda: _ok(url), 10, what="node_exporter")
+    return proc, url
+
+
+def _ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+async def refresh_times(ids: list[str]) -> dict[str, float]:
+    """One refresh of these containers: our cgroup read vs Docker's stats API, concurrently."""
+    source = ContainersSource("unix:///var/run/docker.sock", stats_mode="cgroup")
+    await source.start()
+    await source.collect()  # first listing and cgroup path resolution
+    metas = [m for m in source._meta.values() if m.id in set(ids)]
+    started = time.perf_counter()
+    rounds = 20
+    known = source._cgroups
+    for _ in range(rounds):
+        source._read_cgroups(metas, known)
+    cgroup_s = (time.perf_counter() - started) / rounds
+    await source.close()
+    async with aiodocker.Docker() as docker:
+
+        async def stats(container_id: str, one_shot: bool) -> None:
+            params = {"stream": "false"} | ({"one-shot": "true"} if one_shot else {})
+            await docker._query_json(f"containers/{container_id}/stats", params=params)
+
+        times = {}
+        for one_shot in (False, True):
+            started = time.perf_counter()
+            await asyncio.gather(*(stats(c, one_shot) for c in ids))
+            times[one_shot] = time.perf_counter() - started
+    return {
+        "containers": len(metas),
+        "cgroup_s": cgroup_s,
+        "cgroup_us_per_container": cgroup_s / len(metas) * 1e6,
+        "stats_api_s": times[False],
+        "stats_api_one_shot_s": times[True],
+        "ratio_vs_stats_api": cgroup_s / times[False],
+        "ratio_vs_stats_api_one_shot": cgroup_s / times[True],
+    }
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_bytes(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def prometheus_like_scrape(url: str) -> tuple[float, Exposition]:
+    request = urllib.request.Request(url, headers=dict(h.split(": ", 1) for h in SCRAPER_HEADERS))
+    started = time.perf_counter()
+    with urllib.request.urlopen(request, timeout=10) as response:
+        body = gzip.decompress(response.read()).decode()
+    elapsed = time.perf_counter() - started
+    return elapsed, Exposition(body, openmetrics=True)
+
+
+def steady_state(exporter: Exporter, seconds: int = 90) -> dict[str, float]:
+    """CPU and RSS of the exporter while scraped like Prometheus every 5 s (at random phases
+    of the 1 s refresh); data age and latency of those scrapes."""
+    pid = exporter.proc.pid
+    time.sleep(5)  # past start-up
+    cpu0, t0 = cpu_seconds(pid), time.monotonic()
+    ages, latencies = [], []
+    while time.monotonic() - t0 < seconds:
+        time.sleep(5 + random.uniform(-0.5, 0.5))
+        latency, e = prometheus_like_scrape(exporter.url + "/metrics")
+        at = e.value("kato_exporter_last_success_timestamp_seconds", source="containers")
+        ages.append(time.time() - at)
+        latencies.append(latency * 1000)
+    cpu = (cpu_seconds(pid) - cpu0) / (time.monotonic() - t0)
+    return {
+        "cpu_percent_of_core": cpu * 100,
+        "rss_mb": rss_bytes(pid) / 1e6,
+        "data_age_p50_s": statistics.median(ages),
+        "data_age_max_s": max(ages),
+        "scrape_latency_p50_ms": statistics.median(latencies),
+        "scrape_latency_max_ms": max(latencies),
+        "scrapes": len(ages),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--containers", type=int, nargs="+", default=[100, 1000])
+    parser.add_argument("--keep", action="store_true", help="leave the containers running")
+    args = parser.parse_args()
+    OUT.mkdir(exist_ok=True)
+    results: dict[str, object] = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+        f"{os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 2**30:.0f} GiB, "
+        f"kernel {platform.release()}, Python {platform.python_version()}",
+    }
+    node, node_url = start_node_exporter()
+    try:
+        for count in sorted(args.containers):
+            ids = bench_containers(count)
+            exporter = Exporter([f"--collector.containers.label-selector={LABEL}"])
+            try:
+                wait_for(
+                    lambda e=exporter, n=count: len(list(e.scrape().all("kato_container_info"))) == n,
+                    30,
+                    what=f"{count} containers on /metrics",
+                )
+                ours = scrape_latency(exporter.url + "/metrics")
+                peer = scrape_latency(node_url)
+                row: dict[str, object] = {
+                    "ours": ours,
+                    "node_exporter": peer,
+                    "p99_ratio": ours["p99_ms"] / peer["p99_ms"],
+                    "p50_ratio": ours["p50_ms"] / peer["p50_ms"],
+                    "exposition_bytes": len(exporter.scrape().text),
+                }
+                if count == 100:
+                    row["steady"] = steady_state(exporter)
+                    row["refresh"] = asyncio.run(refresh_times(ids))
+                results[f"{count}_containers"] = row
+                print(json.dumps({count: row}, indent=2), flush=True)
+            finally:
+                exporter.stop()
+    finally:
+        node.terminate()
+        if not args.keep:
+            ids = sh("docker", "ps", "-aq", "--filter", f"label={LABEL}").split()
+            for i in range(0, len(ids), 200):
+                sh("docker", "rm", "-f", *ids[i : i + 200])
+    path = OUT / f"results-{results['date']}.json"
+    path.write_text(json.dumps(results, indent=2))
+    print(f"written to {path}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
