@@ -30,8 +30,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import aiodocker
-from kato_exporter.sources.containers import ContainersSource
 
+from kato_exporter.sources.containers import ContainersSource
 from tests.conftest import IMAGE, Exporter, free_port, wait_for
 from tests.exposition import Exposition
 

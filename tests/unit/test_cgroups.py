@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from kato_exporter.model import ContainerUsage
 from kato_exporter.sources import cgroups
 

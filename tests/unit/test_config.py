@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+
 from kato_exporter.cli import main
 from kato_exporter.config import ConfigError, leaves, load
 

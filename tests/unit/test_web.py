@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 
 import pytest
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
+
 from kato_exporter.hub import Hub
 from kato_exporter.model import (
     Container,
@@ -13,11 +16,9 @@ from kato_exporter.model import (
     ContainerUsage,
     SourceHealth,
 )
+from kato_exporter.outputs.metrics import TEXT, default_builders
 from kato_exporter.outputs.metrics import Exposition as Renderer
-from kato_exporter.outputs.metrics import default_builders
 from kato_exporter.outputs.web import make_app
-from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
-
 from tests.exposition import Exposition
 
 USAGE = ContainerUsage(
@@ -148,3 +149,46 @@ async def test_landing_page_shows_sources(client):
     page = await (await c.get("/")).text()
     assert 'href="metrics"' in page
     assert "cannot reach &lt;Docker&gt;" in page
+
+
+class CountingRenderer(Renderer):
+    """Counts renders, to see when they happen."""
+
+    def __init__(self, hub, clock):
+        super().__init__(hub, default_builders(), ahead_seconds=2.0, clock=clock)
+        self.renders = 0
+
+    def render(self, snapshot, formats):
+        self.renders += 1
+        return super().render(snapshot, formats)
+
+
+async def settle():
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+
+
+async def test_rendered_ahead_only_for_frequent_scrapers():
+    now = [100.0]
+    hub = Hub()
+    renderer = CountingRenderer(hub, clock=lambda: now[0])
+    runner = asyncio.create_task(renderer.run())
+    fmt = (TEXT, True)
+    await hub.update("containers", SAMPLE, SourceHealth(up=True))
+    await renderer.get(fmt)  # first scrape renders on demand
+    assert renderer.renders == 1
+    now[0] += 5  # a Prometheus-like scraper: every 5 s
+    await hub.update("containers", SAMPLE, SourceHealth(up=True))
+    await settle()
+    assert renderer.renders == 1  # nobody is likely to read it soon: not rendered ahead
+    await renderer.get(fmt)
+    assert renderer.renders == 2
+    now[0] += 1  # now scraped every second: new snapshots are rendered ahead of the scrape
+    await renderer.get(fmt)
+    assert renderer.renders == 2  # same snapshot: cached bytes
+    await hub.update("containers", SAMPLE, SourceHealth(up=True))
+    await settle()
+    assert renderer.renders == 3
+    await renderer.get(fmt)
+    assert renderer.renders == 3  # the scrape found the bytes ready
+    runner.cancel()
