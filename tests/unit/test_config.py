@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -119,3 +120,10 @@ def test_check_config_validates_and_exits(tmp_path, capsys):
     assert "configuration OK" in out
     assert "collector.containers.interval = 2.0" in out
     assert "collector.host.enabled = False" in out
+
+
+def test_the_example_file_is_valid():
+    example = Path(__file__).resolve().parents[2] / "exporter" / "kato-exporter.example.yml"
+    config = load({}, env={}, config_file=str(example))
+    assert config.collector.containers.include.pattern == "kato.*"
+    assert config.collector.containers.info_labels == ("com.docker.compose.version",)
