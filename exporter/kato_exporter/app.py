@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -13,6 +14,7 @@ from aiohttp import web
 from kato_exporter import __version__
 from kato_exporter.config import Config
 from kato_exporter.hub import Hub
+from kato_exporter.model import SessionEvent
 from kato_exporter.outputs.metrics import Exposition, default_builders
 from kato_exporter.outputs.web import make_app
 from kato_exporter.sources.containers import ContainerFilter, ContainersSource
@@ -26,13 +28,18 @@ def docker_url(config: Config) -> str:
     return config.docker.host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
 
 
-def build_sources(config: Config) -> list[Any]:
+def docker_found(url: str) -> bool:
+    return not url.startswith("unix://") or os.path.exists(url.removeprefix("unix://"))
+
+
+def build_sources(config: Config, emit: Callable[[SessionEvent], None]) -> list[Any]:
+    """The sources the config turns on; ``emit`` receives each session change."""
     sources: list[Any] = []
     containers = config.collector.containers
     url = docker_url(config)
     enabled = containers.enabled
     if enabled is None:
-        enabled = not url.startswith("unix://") or os.path.exists(url.removeprefix("unix://"))
+        enabled = docker_found(url)
         if not enabled:
             log.warning(
                 "no Docker socket at %s: container metrics are off, host metrics still "
@@ -75,7 +82,7 @@ def split_address(address: str) -> tuple[str | None, int]:
 async def serve(config: Config, stop: asyncio.Event) -> None:
     """Run until ``stop`` is set."""
     hub = Hub()
-    sources: list[Source] = build_sources(config)
+    sources: list[Source] = build_sources(config, hub.publish)
     exposition = Exposition(hub, default_builders(config.collector.containers.info_labels))
     app = make_app(hub, exposition, frozenset(s.name for s in sources), config.web.telemetry_path)
     runner = web.AppRunner(app, access_log=None)

@@ -20,6 +20,8 @@ import yaml
 ENV_PREFIX = "KATO_EXPORTER_"
 
 # Like node_exporter: pseudo and container-runtime mounts are not the host's disks.
+# "kato", or compose's "<project>-kato-1"; not "kato-redis".
+DEFAULT_KATO_CONTAINER = r"(.+[-_])?kato([-_][0-9]+)?"
 DEFAULT_MOUNT_EXCLUDE = r"/(dev|proc|run|sys|var/lib/docker/.+|var/lib/containers/.+)($|/.*)"
 
 
@@ -99,6 +101,18 @@ def parse_listen_address(raw: Any) -> str:
     return text
 
 
+def url_of(*schemes: str) -> Callable[[Any], str]:
+    """A URL with one of ``schemes``, or the empty string (meaning: off)."""
+
+    def parse(raw: Any) -> str:
+        text = parse_str(raw).strip()
+        if text and not text.startswith(tuple(f"{s}://" for s in schemes)):
+            raise ValueError(f"expected a {' or '.join(s + '://' for s in schemes)} URL, got {raw!r}")
+        return text.rstrip("/") if text.startswith("http") else text
+
+    return parse
+
+
 def choice(*options: str) -> Callable[[Any], str]:
     def parse(raw: Any) -> str:
         if raw not in options:
@@ -176,6 +190,37 @@ class HostConfig:
 
 
 @dataclass(frozen=True)
+class KatoConfig:
+    url: str = setting(
+        "",
+        url_of("http", "https"),
+        "KATO API base URL (e.g. http://kato:8000); the KATO sources are off without it.",
+    )
+    interval: float = setting(5.0, parse_duration, "Poll interval of /health, /metrics, /sessions/count.")
+    timeout: float = setting(3.0, parse_duration, "Timeout of one KATO API call.")
+    redis_url: str = setting(
+        "",
+        url_of("redis", "rediss", "unix"),
+        "Redis holding KATO's sessions: exact counts and events. Without it: KATO's count and /ws/events.",
+    )
+    reconcile_interval: float = setting(
+        300.0, parse_duration, "How often known sessions are checked against KATO's index."
+    )
+    logs: bool | None = setting(
+        None,
+        parse_bool,
+        "Request counts from the KATO containers' access logs "
+        "(default: on with --kato.url when a Docker socket is found).",
+        flag="kato.logs",
+    )
+    log_container: re.Pattern[str] = setting(
+        re.compile(DEFAULT_KATO_CONTAINER),
+        parse_regex,
+        "Containers whose access log is KATO's (anchored regex on the name).",
+    )
+
+
+@dataclass(frozen=True)
 class CollectorConfig:
     containers: ContainersConfig = field(default_factory=ContainersConfig)
     host: HostConfig = field(default_factory=HostConfig)
@@ -188,6 +233,7 @@ class Config:
     docker: DockerConfig = field(default_factory=DockerConfig)
     path: PathConfig = field(default_factory=PathConfig)
     collector: CollectorConfig = field(default_factory=CollectorConfig)
+    kato: KatoConfig = field(default_factory=KatoConfig)
 
 
 # --- deriving keys, flags and env vars --------------------------------------------

@@ -1,7 +1,9 @@
 """The latest value of every source, as one immutable, versioned snapshot.
 
 Sources write with ``update``; outputs read ``snapshot`` or wait for the next
-one with ``next_snapshot``. Neither side knows about the other.
+one with ``next_snapshot``. Events that must not be merged into a snapshot (one
+per session change) go through ``publish`` to every ``subscribe``-d queue.
+Neither side knows about the other.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class Hub:
         self._clock = clock
         self._snapshot = Snapshot()
         self._changed = asyncio.Condition()
+        self._subscribers: set[asyncio.Queue[Any]] = set()
 
     @property
     def snapshot(self) -> Snapshot:
@@ -55,3 +58,18 @@ class Hub:
         async with self._changed:
             await self._changed.wait_for(lambda: self._snapshot.version > after_version)
         return self._snapshot
+
+    def publish(self, event: Any) -> None:
+        """Hand ``event`` to every subscriber; a subscriber that fell behind loses its oldest."""
+        for queue in self._subscribers:
+            if queue.full():
+                queue.get_nowait()
+            queue.put_nowait(event)
+
+    def subscribe(self, maxsize: int = 1000) -> asyncio.Queue[Any]:
+        queue: asyncio.Queue[Any] = asyncio.Queue(maxsize)
+        self._subscribers.add(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[Any]) -> None:
+        self._subscribers.discard(queue)

@@ -92,3 +92,42 @@ class SourceHealth:
     last_success_seconds: float | None = None
     last_error: str | None = None
     info: Mapping[str, Any] = field(default_factory=dict)
+
+
+KATO_HEALTH_STATES = ("healthy", "degraded", "unhealthy")
+
+
+@dataclass(frozen=True)
+class KatoSample:
+    """KATO's own view, from GET /health, /metrics and /sessions/count."""
+
+    status: str  # healthy|degraded|unhealthy
+    uptime_seconds: float
+    sessions_reported: int  # SCARD of KATO's session index: never drops on expiry
+    processors: int  # per worker: whichever worker answered
+    processors_max: int
+
+
+@dataclass(frozen=True)
+class SessionsSample:
+    mode: str  # "redis": exact, from keyspace events; "api": KATO's count and /ws/events
+    active: int
+    events_total: Mapping[str, int]  # created|destroyed|expired -> count since start
+    index_stale: int | None = None  # index members whose session is gone (redis mode)
+
+
+@dataclass(frozen=True)
+class SessionEvent:
+    """One session change, as published on the hub (no session id: ids are unbounded)."""
+
+    type: str  # created|destroyed|expired
+    timestamp: float  # Unix seconds when the exporter saw it
+    active: int  # live sessions after the change
+
+
+@dataclass(frozen=True)
+class RequestCounts:
+    """HTTP requests seen in the KATO containers' access logs, by method and status code."""
+
+    by_method_code: Mapping[tuple[str, str], int]
+    containers: int  # log streams being followed

@@ -32,7 +32,15 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 
 from kato_exporter import __version__
 from kato_exporter.hub import Hub, Snapshot
-from kato_exporter.model import ContainersSample, ContainerUsage, HostSample
+from kato_exporter.model import (
+    KATO_HEALTH_STATES,
+    ContainersSample,
+    ContainerUsage,
+    HostSample,
+    KatoSample,
+    RequestCounts,
+    SessionsSample,
+)
 
 TEXT = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
@@ -257,6 +265,80 @@ def host_families(h: HostSample) -> Iterator[Metric]:
     )
 
 
+def kato_families(k: KatoSample | None) -> Iterator[Metric]:
+    """kato_up 1.0, kato_health_status{status="healthy"} 1.0 and friends."""
+    yield gauge(
+        "kato_up", "1 when the last poll of the KATO API succeeded.", [], [([], float(k is not None))]
+    )
+    if k is None:
+        return
+    yield gauge(
+        "kato_health_status",
+        "1 for the status KATO's /health reports.",
+        ["status"],
+        (([s], float(k.status == s)) for s in KATO_HEALTH_STATES),
+    )
+    yield gauge(
+        "kato_uptime_seconds",
+        "Uptime of the KATO worker that answered /health.",
+        [],
+        [([], k.uptime_seconds)],
+    )
+    yield gauge(
+        "kato_sessions_reported",
+        "KATO's own session count (its index: expired sessions stay in).",
+        [],
+        [([], k.sessions_reported)],
+    )
+    yield gauge(
+        "kato_processors", "Cached processors in the KATO worker that answered.", [], [([], k.processors)]
+    )
+    yield gauge("kato_processors_max", "Processor cache size of a KATO worker.", [], [([], k.processors_max)])
+
+
+def session_families(s: SessionsSample | None) -> Iterator[Metric]:
+    """kato_sessions_active 3.0, kato_session_events_total{event="expired"} 17.0 and friends."""
+    if s is None:
+        return
+    yield gauge(
+        "kato_exporter_session_mode",
+        "1 for where sessions come from: redis (exact) or api.",
+        ["mode"],
+        (([m], float(m == s.mode)) for m in ("redis", "api")),
+    )
+    yield gauge(
+        "kato_sessions_active",
+        "Live KATO sessions (exact in redis mode, KATO's count in api mode).",
+        [],
+        [([], s.active)],
+    )
+    if s.index_stale is not None:
+        yield gauge(
+            "kato_sessions_index_stale",
+            "Members of KATO's session index whose session has expired.",
+            [],
+            [([], s.index_stale)],
+        )
+    yield counter(
+        "kato_session_events_total",
+        "Session changes seen, by kind.",
+        ["event"],
+        (([e], n) for e, n in sorted(s.events_total.items())),
+    )
+
+
+def request_families(r: RequestCounts | None) -> Iterator[Metric]:
+    """kato_http_requests_total{method="GET",code="200"} 1520.0"""
+    if r is None:
+        return
+    yield counter(
+        "kato_http_requests_total",
+        "Requests in the KATO containers' access logs.",
+        ["method", "code"],
+        ((list(key), n) for key, n in sorted(r.by_method_code.items())),
+    )
+
+
 class _Families:
     """What prometheus_client's encoders call ``collect()`` on."""
 
@@ -265,7 +347,7 @@ class _Families:
 
 
 Format = tuple[str, bool]  # (content type, gzipped)
-Builder = Callable[[Any], Iterable[Metric]]
+Builder = Callable[[Any], Iterable[Metric]]  # a source's value (None while it is down) → families
 
 
 class Exposition:
@@ -306,7 +388,7 @@ class Exposition:
         for content_type in {content_type for content_type, _ in formats}:
             parts = [_encode(content_type, lambda: [*exporter_families(snapshot), *self._process.collect()])]
             for source, value in sorted(snapshot.values.items()):
-                if value is not None and source in self._builders:
+                if source in self._builders:
                     parts.append(self._block(source, value, content_type))
             if content_type == OPENMETRICS:
                 parts.append(b"# EOF\n")
@@ -369,6 +451,9 @@ def _encode(content_type: str, families: Callable[[], Iterable[Metric]]) -> byte
 def default_builders(info_labels: Sequence[str] = ()) -> dict[str, Builder]:
     """Which families each source's value becomes."""
     return {
-        "containers": lambda sample: container_families(sample, info_labels),
-        "host": host_families,
+        "containers": lambda sample: container_families(sample, info_labels) if sample else (),
+        "host": lambda sample: host_families(sample) if sample else (),
+        "kato": kato_families,
+        "kato_sessions": session_families,
+        "kato_logs": request_families,
     }

@@ -100,8 +100,9 @@ class ContainersSource:
 
     async def collect(self) -> ContainersSample:
         if not self._ever_synced.is_set():  # give the first listing a moment
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._ever_synced.wait(), 2)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2):
+                    await self._ever_synced.wait()
         if not self._synced:
             raise SourceError(self._problem)
         metas = sorted(self._meta.values(), key=lambda m: m.name)

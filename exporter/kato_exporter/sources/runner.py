@@ -1,6 +1,8 @@
 """The one failure policy every source shares.
 
-A source is polled every ``interval`` seconds. A collection that raises or
+A source is polled every ``interval`` seconds, and at once whenever it sets its
+optional ``changed`` event (sources that follow a stream use it to publish a
+change without waiting for the next tick). A collection that raises or
 overruns ``timeout`` marks the source down (its value becomes ``None`` so its
 series disappear instead of freezing) and counts an error; the next good
 collection brings it back. Other sources never notice.
@@ -9,6 +11,7 @@ collection brings it back. Other sources never notice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -41,12 +44,18 @@ async def run_source(
     errors = 0
     last_success: float | None = None
     was_up: bool | None = None
+    changed: asyncio.Event | None = getattr(source, "changed", None)
     while True:
         started = monotonic()
+        if changed is not None:
+            changed.clear()
         value: Any = None
         error: str | None = None
         try:
-            value = await asyncio.wait_for(source.collect(), source.timeout)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+            # that lands as the collection finishes, and the exporter would never stop.
+            async with asyncio.timeout(source.timeout):
+                value = await source.collect()
         except TimeoutError:
             error = f"collection took longer than {source.timeout:g}s"
         except Exception as exc:  # the policy: any failure marks the source down
@@ -69,4 +78,10 @@ async def run_source(
             last_error=error,
         )
         await hub.update(source.name, value, health)
-        await asyncio.sleep(max(0.0, source.interval - (monotonic() - started)))
+        remaining = max(0.0, source.interval - (monotonic() - started))
+        if changed is None:
+            await asyncio.sleep(remaining)
+        else:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await changed.wait()
