@@ -145,3 +145,116 @@ def container_exporter(dockerd: None) -> Iterator[Exporter]:
     exporter = Exporter([f"--collector.containers.label-selector={RUN_LABEL}"])
     yield exporter
     exporter.stop()
+
+
+class Daemon:
+    """A real program on a fixed port, stoppable and restartable (same port, same arguments)."""
+
+    def __init__(self, name: str, command: list[str], ready: Callable[[], bool], url: str) -> None:
+        self.name = name
+        self.url = url
+        self.command = command
+        self._ready = ready
+        self.log = Path(f"/tmp/kato-test-{name}.log")
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            self.command,
+            stdout=self.log.open("a"),
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            start_new_session=True,
+        )
+        wait_for(self._check, 15, what=f"{self.name} to answer ({self.log})")
+
+    def _check(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"{self.name} exited {self.proc.returncode}: see {self.log}")
+        return self._ready()
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: no goodbye to clients."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, 9)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, 15)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def answers_tcp(port: int) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return True
+        except OSError:
+            return False
+
+    return check
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[Daemon]:
+    """A real redis-server on its own port, no persistence: a restart loses every key."""
+    port = free_port()
+    daemon = Daemon(
+        f"redis-{port}",
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        answers_tcp(port),
+        f"redis://127.0.0.1:{port}/0",
+    )
+    yield daemon
+    daemon.stop()
+
+
+@pytest.fixture
+def kato_double(redis_server: Daemon) -> Iterator[Callable[..., Daemon]]:
+    """Factory: the KATO double with N workers on the test's Redis."""
+    started: list[Daemon] = []
+
+    def start(workers: int = 1, cache_ttl: float = 5.0) -> Daemon:
+        port = free_port()
+        daemon = Daemon(
+            f"kato-{port}",
+            [
+                sys.executable,
+                "-m",
+                "tests.kato_double",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+                "--cache-ttl",
+                str(cache_ttl),
+                "--redis-url",
+                redis_server.url,
+            ],
+            answers_tcp(port),
+            f"http://127.0.0.1:{port}",
+        )
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        daemon.stop()

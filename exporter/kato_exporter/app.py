@@ -17,9 +17,12 @@ from kato_exporter.hub import Hub
 from kato_exporter.model import SessionEvent
 from kato_exporter.outputs.metrics import Exposition, default_builders
 from kato_exporter.outputs.web import make_app
+from kato_exporter.sources.accesslog import AccessLogSource
 from kato_exporter.sources.containers import ContainerFilter, ContainersSource
 from kato_exporter.sources.host import HostSource
+from kato_exporter.sources.kato import KatoApi, KatoSource
 from kato_exporter.sources.runner import Source, run_source
+from kato_exporter.sources.sessions import ApiSessions, RedisSessions
 
 log = logging.getLogger("kato_exporter")
 
@@ -71,6 +74,32 @@ def build_sources(config: Config, emit: Callable[[SessionEvent], None]) -> list[
                 mount_exclude=config.collector.host.mount_exclude,
             )
         )
+    if config.kato.url:
+        sources += kato_sources(config, emit)
+    return sources
+
+
+def kato_sources(config: Config, emit: Callable[[SessionEvent], None]) -> list[Any]:
+    kato = config.kato
+    api = KatoApi(kato.url, kato.timeout)
+    sources: list[Any] = [KatoSource(api, kato.interval)]
+    if kato.redis_url:
+        sources.append(RedisSessions(kato.redis_url, emit, reconcile_interval=kato.reconcile_interval))
+    else:
+        log.warning(
+            "no --kato.redis-url: sessions come from KATO's count and /ws/events; counts may drift "
+            "(KATO's count includes expired sessions), and expiries (and, with several KATO "
+            "workers, most events) are missed"
+        )
+        sources.append(ApiSessions(api, emit, interval=kato.interval))
+    url = docker_url(config)
+    logs = kato.logs
+    if logs is None:
+        logs = docker_found(url)
+        if not logs:
+            log.warning("no Docker socket at %s: KATO request counts (from its access log) are off", url)
+    if logs:
+        sources.append(AccessLogSource(url, kato.log_container))
     return sources
 
 

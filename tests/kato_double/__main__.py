@@ -1,0 +1,3 @@
+from tests.kato_double.app import main
+
+main()
