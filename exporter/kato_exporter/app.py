@@ -108,9 +108,9 @@ def split_address(address: str) -> tuple[str | None, int]:
     return (host.strip("[]") or None), int(port)
 
 
-async def serve(config: Config, stop: asyncio.Event) -> None:
-    """Run until ``stop`` is set."""
-    hub = Hub()
+async def serve(config: Config, stop: asyncio.Event, hub: Hub | None = None) -> None:
+    """Run until ``stop`` is set (``hub``: to watch it from the same process, as benchmarks do)."""
+    hub = hub or Hub()
     sources: list[Source] = build_sources(config, hub.publish)
     exposition = Exposition(hub, default_builders(config.collector.containers.info_labels))
     app = make_app(hub, exposition, frozenset(s.name for s in sources), config.web.telemetry_path)

@@ -148,7 +148,7 @@ async def create_session(request: web.Request) -> web.Response:
     stored["session_config"].update(
         session_id=session_id, node_id=body["node_id"], created_at=iso(now), updated_at=iso(now)
     )
-    await kato.redis.setex(PREFIX + session_id, ttl, json.dumps(stored))
+    await kato.redis.execute_command("SETEX", PREFIX + session_id, ttl, json.dumps(stored))
     await kato.redis.sadd(INDEX, session_id)
     kato.locks.add(session_id)
     await kato.broadcast(
