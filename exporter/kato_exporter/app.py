@@ -18,6 +18,7 @@ from kato_exporter.model import SessionEvent
 from kato_exporter.outputs.metrics import Exposition, default_builders
 from kato_exporter.outputs.web import make_app
 from kato_exporter.sources.accesslog import AccessLogSource
+from kato_exporter.sources.alertmanager import AlertInbox
 from kato_exporter.sources.containers import ContainerFilter, ContainersSource
 from kato_exporter.sources.host import HostSource
 from kato_exporter.sources.kato import KatoApi, KatoSource
@@ -111,9 +112,10 @@ def split_address(address: str) -> tuple[str | None, int]:
 async def serve(config: Config, stop: asyncio.Event, hub: Hub | None = None) -> None:
     """Run until ``stop`` is set (``hub``: to watch it from the same process, as benchmarks do)."""
     hub = hub or Hub()
-    sources: list[Source] = build_sources(config, hub.publish)
+    inbox = AlertInbox(hub.publish)
+    sources: list[Source] = [*build_sources(config, hub.publish), inbox]
     exposition = Exposition(hub, default_builders(config.collector.containers.info_labels))
-    app = make_app(hub, exposition, frozenset(s.name for s in sources), config.web.telemetry_path)
+    app = make_app(hub, exposition, frozenset(s.name for s in sources), config.web.telemetry_path, inbox)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     host, port = split_address(config.web.listen_address)

@@ -131,3 +131,17 @@ class RequestCounts:
 
     by_method_code: Mapping[tuple[str, str], int]
     containers: int  # log streams being followed
+
+
+@dataclass(frozen=True)
+class AlertNotice:
+    """One alert of an Alertmanager webhook notification, as published on the hub."""
+
+    status: str  # firing|resolved
+    name: str
+    severity: str
+    legacy_type: str  # high_cpu|high_memory|high_error_rate|container_down, or ""
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+    starts_at: str
+    ends_at: str

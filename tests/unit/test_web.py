@@ -19,6 +19,8 @@ from kato_exporter.model import (
 from kato_exporter.outputs.metrics import TEXT, default_builders
 from kato_exporter.outputs.metrics import Exposition as Renderer
 from kato_exporter.outputs.web import make_app
+from kato_exporter.sources.alertmanager import AlertInbox
+from kato_exporter.sources.runner import run_source
 from tests.exposition import Exposition
 
 USAGE = ContainerUsage(
@@ -192,3 +194,68 @@ async def test_rendered_ahead_only_for_frequent_scrapers():
     await renderer.get(fmt)
     assert renderer.renders == 3  # the scrape found the bytes ready
     runner.cancel()
+
+
+NOTIFICATION = {
+    "version": "4",
+    "status": "firing",
+    "receiver": "kato-exporter",
+    "groupLabels": {"alertname": "KatoContainerCpuHigh"},
+    "alerts": [
+        {
+            "status": "firing",
+            "labels": {
+                "alertname": "KatoContainerCpuHigh",
+                "severity": "critical",
+                "legacy_type": "high_cpu",
+                "name": "kato",
+                "instance": "host:9817",
+            },
+            "annotations": {"summary": "Container kato uses 97% of its CPU limit"},
+            "startsAt": "2026-11-26T18:00:00Z",
+            "endsAt": "0001-01-01T00:00:00Z",
+        }
+    ],
+}
+
+
+async def test_alertmanager_webhook_publishes_and_counts(aiohttp_client):
+    hub = Hub()
+    inbox = AlertInbox(hub.publish)
+    runner = asyncio.create_task(run_source(inbox, hub))
+    events = hub.subscribe()
+    c = await aiohttp_client(make_app(hub, Renderer(hub, default_builders()), frozenset(), inbox=inbox))
+    assert (await c.post("/api/v1/alertmanager", json=NOTIFICATION)).status == 204
+    notice = events.get_nowait()
+    assert (notice.status, notice.name, notice.severity, notice.legacy_type) == (
+        "firing",
+        "KatoContainerCpuHigh",
+        "critical",
+        "high_cpu",
+    )
+    assert notice.annotations["summary"].startswith("Container kato")
+    await settle()
+    e = Exposition(await (await c.get("/metrics")).text())
+    assert e.value("kato_exporter_alertmanager_notifications_total", status="firing") == 1
+    assert e.value("kato_exporter_alertmanager_notifications_total", status="resolved") == 0
+    runner.cancel()
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        (b"{not json", "body is not JSON"),
+        (b'{"status": "firing", "alerts": {}}', "alerts: expected a list"),
+        (b'{"status": "maybe", "alerts": []}', "status firing or resolved"),
+        (b'{"status": "firing", "alerts": [{"status": "firing", "labels": []}]}', "alerts[0]: labels"),
+    ],
+)
+async def test_alertmanager_webhook_rejects_bad_bodies(aiohttp_client, body, error):
+    hub = Hub()
+    c = await aiohttp_client(
+        make_app(hub, Renderer(hub, default_builders()), frozenset(), inbox=AlertInbox(hub.publish))
+    )
+    response = await c.post("/api/v1/alertmanager", data=body)
+    assert response.status == 400
+    assert error in (await response.json())["error"]
+    assert (await c.get("/-/healthy")).status == 200

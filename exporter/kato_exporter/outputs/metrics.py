@@ -339,6 +339,18 @@ def request_families(r: RequestCounts | None) -> Iterator[Metric]:
     )
 
 
+def alert_families(counts: dict[str, int] | None) -> Iterator[Metric]:
+    """kato_exporter_alertmanager_notifications_total{status="firing"} 3.0"""
+    if counts is None:
+        return
+    yield counter(
+        "kato_exporter_alertmanager_notifications_total",
+        "Alertmanager webhook notifications received, by status.",
+        ["status"],
+        (([s], counts.get(s, 0)) for s in ("firing", "resolved")),
+    )
+
+
 class _Families:
     """What prometheus_client's encoders call ``collect()`` on."""
 
@@ -456,4 +468,5 @@ def default_builders(info_labels: Sequence[str] = ()) -> dict[str, Builder]:
         "kato": kato_families,
         "kato_sessions": session_families,
         "kato_logs": request_families,
+        "alertmanager": alert_families,
     }

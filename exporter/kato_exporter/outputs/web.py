@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import time
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -35,6 +36,26 @@ async def metrics(request: web.Request) -> web.Response:
     if fmt[1]:
         headers["Content-Encoding"] = "gzip"
     return web.Response(body=body, headers=headers)
+
+
+class Inbox(Protocol):
+    def receive(self, body: Any) -> int: ...
+
+
+INBOX = web.AppKey("inbox", Inbox)
+
+
+async def alertmanager_webhook(request: web.Request) -> web.Response:
+    """Alertmanager's webhook receiver: 204 when taken, 400 saying why when not."""
+    try:
+        body = await request.json()
+    except ValueError:
+        return web.json_response({"error": "body is not JSON"}, status=400)
+    try:
+        request.app[INBOX].receive(body)
+    except ValueError as exc:
+        return web.json_response({"error": str(exc)}, status=400)
+    return web.Response(status=204)
 
 
 async def healthy(request: web.Request) -> web.Response:
@@ -77,7 +98,11 @@ async def landing(request: web.Request) -> web.Response:
 
 
 def make_app(
-    hub: Hub, exposition: Exposition, sources: frozenset[str], telemetry_path: str = "/metrics"
+    hub: Hub,
+    exposition: Exposition,
+    sources: frozenset[str],
+    telemetry_path: str = "/metrics",
+    inbox: Inbox | None = None,
 ) -> web.Application:
     app = web.Application()
     app[HUB] = hub
@@ -88,4 +113,7 @@ def make_app(
     app.router.add_get(telemetry_path, metrics)
     app.router.add_get("/-/healthy", healthy)
     app.router.add_get("/-/ready", ready)
+    if inbox is not None:
+        app[INBOX] = inbox
+        app.router.add_post("/api/v1/alertmanager", alertmanager_webhook)
     return app
