@@ -2,14 +2,15 @@
 # Installs and starts what the tests need; safe to run again.
 #   Debian packages (when missing), a virtualenv with the exporter and its test tools,
 #   dockerd (vfs storage), and a busybox image imported from busybox-static.
-# With --venv-only: just the virtualenv (enough to run the exporter).
+# With --venv-only: just the virtualenv (enough to run the exporter);
+# with --stack: the virtualenv, Prometheus and Alertmanager (what scripts/run.sh needs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV=${VENV:-.venv}
 IMAGE=kato-test/busybox:latest
-PACKAGES=(docker.io busybox-static redis-server prometheus prometheus-alertmanager
-          prometheus-node-exporter wrk)
+STACK_PACKAGES=(prometheus prometheus-alertmanager)
+TEST_PACKAGES=(docker.io busybox-static redis-server prometheus-node-exporter)
 
 install_venv() {
   [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
@@ -23,21 +24,24 @@ install_venv() {
   fi
 }
 
-if [ "${1:-}" = --venv-only ]; then
-  install_venv
-  exit 0
-fi
+install_packages() {
+  local missing=()
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  if ((${#missing[@]})); then
+    echo "setup: installing ${missing[*]}"
+    apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
 
-missing=()
-for pkg in "${PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done
-if ((${#missing[@]})); then
-  echo "setup: installing ${missing[*]}"
-  apt-get update -q
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
-fi
+case "${1:-}" in
+  --venv-only) install_venv; exit 0 ;;
+  --stack) install_packages "${STACK_PACKAGES[@]}"; install_venv; exit 0 ;;
+esac
 
+install_packages "${STACK_PACKAGES[@]}" "${TEST_PACKAGES[@]}"
 install_venv
 
 scripts/dockerd.sh start

@@ -1,0 +1,239 @@
+"""The native stack: kato-exporter, Prometheus and Alertmanager on this machine, with this
+repository's configs, all state under one folder.
+
+    scripts/run.sh                       # installs what is missing, starts the three, Ctrl-C stops them
+    scripts/run.sh --state /var/lib/kato-monitoring -- --kato.url=http://localhost:8000
+
+The configs are rendered into <state>/config from prometheus/ and alertmanager/: ports, the
+exporter's address and the secret files' paths filled in, nothing else changed. Secrets stay
+outside the repository: KATO_SLACK_API_URL_FILE and KATO_SMTP_PASSWORD_FILE name the files that
+hold the Slack webhook URL and the SMTP password; KATO_SMTP_SMARTHOST, KATO_SMTP_FROM and
+KATO_ALERT_EMAIL_TO set where mail goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Settings:
+    state: Path = ROOT / ".state"
+    host: str = "0.0.0.0"
+    exporter_port: int = 9817
+    prometheus_port: int = 9090
+    alertmanager_port: int = 9093
+    exporter_args: list[str] = field(default_factory=list)
+    slack_api_url_file: str | None = os.environ.get("KATO_SLACK_API_URL_FILE")
+    smtp_password_file: str | None = os.environ.get("KATO_SMTP_PASSWORD_FILE")
+    smtp_smarthost: str | None = os.environ.get("KATO_SMTP_SMARTHOST")
+    smtp_from: str | None = os.environ.get("KATO_SMTP_FROM")
+    email_to: str | None = os.environ.get("KATO_ALERT_EMAIL_TO")
+    # Faster clocks, for tests; None keeps the repository's values.
+    scrape_interval: str | None = None
+    evaluation_interval: str | None = None
+    group_wait: str | None = None
+    group_interval: str | None = None
+    resend_delay: str | None = None
+
+
+def render(s: Settings) -> tuple[Path, Path]:
+    """Write the configs into <state>/config; return the Prometheus and Alertmanager config files."""
+    config = s.state / "config"
+    prometheus, alertmanager = config / "prometheus", config / "alertmanager"
+    for source, target in ((ROOT / "prometheus", prometheus), (ROOT / "alertmanager", alertmanager)):
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(source, target, ignore=shutil.ignore_patterns("tests"))
+
+    prom = yaml.safe_load((prometheus / "prometheus.yml").read_text())
+    if s.evaluation_interval:
+        prom["global"]["evaluation_interval"] = s.evaluation_interval
+    prom["alerting"]["alertmanagers"][0]["static_configs"] = [
+        {"targets": [f"localhost:{s.alertmanager_port}"]}
+    ]
+    for job in prom["scrape_configs"]:
+        if job["job_name"] == "kato-exporter" and s.scrape_interval:
+            job["scrape_interval"] = s.scrape_interval
+        if job["job_name"] == "prometheus":
+            job["static_configs"] = [{"targets": [f"localhost:{s.prometheus_port}"]}]
+        if job["job_name"] == "alertmanager":
+            job["static_configs"] = [{"targets": [f"localhost:{s.alertmanager_port}"]}]
+    (prometheus / "prometheus.yml").write_text(yaml.safe_dump(prom, sort_keys=False))
+    for stale in (prometheus / "targets").glob("*.yml"):
+        stale.unlink()
+    targets = [{"targets": [f"localhost:{s.exporter_port}"]}]
+    (prometheus / "targets" / "local.yml").write_text(yaml.safe_dump(targets))
+
+    am = yaml.safe_load((alertmanager / "alertmanager.yml").read_text())
+    overrides = {
+        "slack_api_url_file": s.slack_api_url_file,
+        "smtp_auth_password_file": s.smtp_password_file,
+        "smtp_smarthost": s.smtp_smarthost,
+        "smtp_from": s.smtp_from,
+    }
+    am["global"].update({key: value for key, value in overrides.items() if value})
+    for key, value in (("group_wait", s.group_wait), ("group_interval", s.group_interval)):
+        if value:
+            am["route"][key] = value
+    for receiver in am["receivers"]:
+        for hook in receiver.get("webhook_configs", []):
+            hook["url"] = f"http://localhost:{s.exporter_port}/api/v1/alertmanager"
+        for mail in receiver.get("email_configs", []):
+            mail["to"] = s.email_to or mail["to"]
+    (alertmanager / "alertmanager.yml").write_text(yaml.safe_dump(am, sort_keys=False))
+    return prometheus / "prometheus.yml", alertmanager / "alertmanager.yml"
+
+
+@dataclass
+class Program:
+    name: str
+    url: str
+    command: list[str]
+    log: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            self.command, stdout=self.log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True
+        )
+        wait_ready(self)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start(s: Settings) -> list[Program]:
+    """Start the three programs and wait until each says it is ready."""
+    prometheus_config, alertmanager_config = render(s)
+    logs = s.state / "logs"
+    for folder in (logs, s.state / "prometheus", s.state / "alertmanager"):
+        folder.mkdir(parents=True, exist_ok=True)
+    commands = {
+        "kato-exporter": (
+            s.exporter_port,
+            [
+                sys.executable,
+                "-m",
+                "kato_exporter",
+                f"--web.listen-address={s.host}:{s.exporter_port}",
+                *s.exporter_args,
+            ],
+        ),
+        "alertmanager": (
+            s.alertmanager_port,
+            [
+                "prometheus-alertmanager",
+                f"--config.file={alertmanager_config}",
+                f"--storage.path={s.state / 'alertmanager'}",
+                f"--web.listen-address={s.host}:{s.alertmanager_port}",
+                f"--web.external-url=http://localhost:{s.alertmanager_port}",
+                "--cluster.listen-address=",
+            ],  # one Alertmanager: no gossip port
+        ),
+        "prometheus": (
+            s.prometheus_port,
+            [
+                "prometheus",
+                f"--config.file={prometheus_config}",
+                f"--storage.tsdb.path={s.state / 'prometheus'}",
+                f"--web.listen-address={s.host}:{s.prometheus_port}",
+                f"--web.external-url=http://localhost:{s.prometheus_port}",
+                "--web.enable-lifecycle",
+                *([f"--rules.alert.resend-delay={s.resend_delay}"] if s.resend_delay else []),
+            ],
+        ),
+    }
+    programs: list[Program] = []
+    try:
+        for name, (port, command) in commands.items():
+            programs.append(Program(name, f"http://localhost:{port}", command, logs / f"{name}.log"))
+            programs[-1].start()
+    except BaseException:
+        stop(programs)
+        raise
+    return programs
+
+
+def wait_ready(program: Program, timeout: float = 30.0) -> None:
+    assert program.process is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if program.process.poll() is not None:
+            tail = program.log.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"{program.name} exited with {program.process.returncode}:\n{tail}")
+        try:
+            with urllib.request.urlopen(program.url + "/-/ready", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{program.name} not ready after {timeout:g}s; see {program.log}")
+
+
+def stop(programs: list[Program]) -> None:
+    for program in reversed(programs):
+        program.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument(
+        "--state",
+        type=Path,
+        default=Path(os.environ.get("KATO_STATE_DIR", ROOT / ".state")),
+        help="folder for data, rendered configs and logs (default .state)",
+    )
+    parser.add_argument("exporter_args", nargs="*", help="flags for kato-exporter, after --")
+    args = parser.parse_args(argv)
+    settings = Settings(state=args.state.resolve(), exporter_args=args.exporter_args)
+    try:
+        programs = start(settings)
+    except RuntimeError as exc:
+        print(f"stack: {exc}", file=sys.stderr)
+        return 1
+    print("KATO monitoring stack is up:")
+    for program in programs:
+        print(f"  {program.name:<14} {program.url}   (log: {program.log})")
+    print(f"State in {settings.state}. Ctrl-C stops all three.", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
+    status = 0
+    try:
+        while status == 0:
+            for program in programs:
+                if program.process is not None and program.process.poll() is not None:
+                    print(
+                        f"stack: {program.name} exited ({program.process.returncode}); see {program.log}",
+                        file=sys.stderr,
+                    )
+                    status = 1
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    print("stopping…", flush=True)
+    stop(programs)
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

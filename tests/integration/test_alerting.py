@@ -1,0 +1,214 @@
+"""End to end: a real container breaches a production rule, and the alert reaches a local
+Slack stand-in, a local SMTP server and the exporter's webhook, through real Prometheus and
+Alertmanager started the way scripts/run.sh starts them (faster clocks, same rule files)."""
+
+from __future__ import annotations
+
+import email
+import json
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email.message import Message
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from scripts.stack import Program, Settings, start, stop
+from tests.conftest import RUN_LABEL, docker, free_port, wait_for
+from tests.exposition import scrape
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Inbox:
+    """What a receiver got, with the time each arrived."""
+
+    items: list[tuple[float, Any]] = field(default_factory=list)
+
+    def add(self, item: Any) -> None:
+        self.items.append((time.time(), item))
+
+
+@pytest.fixture
+def slack() -> Iterator[tuple[str, Inbox]]:
+    """A local stand-in for Slack's incoming webhook: records each JSON payload."""
+    inbox = Inbox()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            inbox.add(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/services/T000/B000/XXXX", inbox
+    server.shutdown()
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[str, Inbox]]:
+    """A local SMTP server (aiosmtpd): records each message."""
+    inbox = Inbox()
+
+    class Handler:
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+            inbox.add(email.message_from_bytes(envelope.content))
+            return "250 OK"
+
+    controller = Controller(Handler(), hostname="127.0.0.1", port=free_port())
+    controller.start()
+    yield f"127.0.0.1:{controller.port}", inbox
+    controller.stop()
+
+
+@pytest.fixture
+def stack(tmp_path: Path, slack: tuple[str, Inbox], smtp: tuple[str, Inbox]) -> Iterator[list[Program]]:
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "slack_api_url").write_text(slack[0])
+    (secrets / "smtp_password").write_text("not-used-without-AUTH")
+    settings = Settings(
+        state=tmp_path / "state",
+        host="127.0.0.1",
+        exporter_port=free_port(),
+        prometheus_port=free_port(),
+        alertmanager_port=free_port(),
+        exporter_args=[f"--collector.containers.label-selector={RUN_LABEL}", "--no-collector.host"],
+        slack_api_url_file=str(secrets / "slack_api_url"),
+        smtp_password_file=str(secrets / "smtp_password"),
+        smtp_smarthost=smtp[0],
+        email_to="oncall@example.org",
+        scrape_interval="1s",
+        evaluation_interval="1s",
+        group_wait="1s",
+        group_interval="1s",
+        resend_delay="1s",
+    )
+    programs = start(settings)
+    yield programs
+    stop(programs)
+
+
+def slack_messages(inbox: Inbox, alertname: str, status: str) -> list[tuple[float, dict[str, Any]]]:
+    return [
+        (at, attachment)
+        for at, payload in inbox.items
+        for attachment in payload["attachments"]
+        if alertname in attachment["title"] and f"[{status.upper()}" in attachment["title"]
+    ]
+
+
+def mails(inbox: Inbox, alertname: str, status: str) -> list[tuple[float, Message]]:
+    return [
+        (at, m)
+        for at, m in inbox.items
+        if alertname in m["Subject"] and f"[{status.upper()}]" in m["Subject"]
+    ]
+
+
+def webhook_count(exporter: Program, status: str) -> float:
+    value = scrape(exporter.url + "/metrics").value(
+        "kato_exporter_alertmanager_notifications_total", status=status
+    )
+    return value or 0
+
+
+def body(message: Message) -> str:
+    parts = message.walk() if message.is_multipart() else [message]
+    return "".join(p.get_payload(decode=True).decode() for p in parts if p.get_content_type() == "text/plain")
+
+
+def test_cpu_alert_reaches_slack_email_and_webhook_and_resolves(stack, slack, smtp, run_container):
+    exporter = stack[0]
+    breached = time.time()
+    name = run_container("yes > /dev/null", "--cpus", "0.5")  # pegged at its limit: 100 %
+    wait_for(
+        lambda: slack_messages(slack[1], "KatoContainerCpuHigh", "firing"),
+        150,
+        interval=0.2,
+        what="the CPU alert on Slack",
+    )
+    at, attachment = slack_messages(slack[1], "KatoContainerCpuHigh", "firing")[0]
+    print(f"breach → Slack: {at - breached:.1f}s (rule: for 1m)")
+    assert attachment["color"] == "danger"
+    text = attachment["text"]
+    assert f"Container {name} uses" in text and "(critical)" in text
+    assert "more than 90% of its CPU limit" in text
+    assert f"container {name}" in text and "Since: " in text
+    assert "http://localhost:3000/d/kato-overview" in text
+    assert "(warning)" not in text  # its warning twin is inhibited by the critical one
+
+    wait_for(lambda: mails(smtp[1], "KatoContainerCpuHigh", "firing"), 30, what="the CPU alert by email")
+    mail_at, mail = mails(smtp[1], "KatoContainerCpuHigh", "firing")[0]
+    print(f"breach → email: {mail_at - breached:.1f}s")
+    assert mail["To"] == "oncall@example.org"
+    assert f"Container {name} uses" in body(mail) and "Dashboard: http://localhost:3000" in body(mail)
+    wait_for(lambda: webhook_count(exporter, "firing") >= 1, 30, what="the exporter's webhook")
+    print(f"breach → webhook: by {time.time() - breached:.1f}s")
+
+    docker("stop", "-t", "0", name)  # no usage series any more: the alert resolves
+    stopped = time.time()
+    wait_for(
+        lambda: slack_messages(slack[1], "KatoContainerCpuHigh", "resolved"),
+        60,
+        interval=0.2,
+        what="resolved on Slack",
+    )
+    wait_for(lambda: mails(smtp[1], "KatoContainerCpuHigh", "resolved"), 30, what="resolved by email")
+    wait_for(lambda: webhook_count(exporter, "resolved") >= 1, 30, what="resolved on the webhook")
+    at, attachment = slack_messages(slack[1], "KatoContainerCpuHigh", "resolved")[0]
+    print(f"container stopped → resolved on Slack: {at - stopped:.1f}s")
+    assert attachment["color"] == "good" and "resolved" in attachment["text"]
+
+
+def prometheus_value(prometheus: Program, query: str) -> float | None:
+    url = f"{prometheus.url}/api/v1/query?query={urllib.parse.quote(query)}"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        result = json.load(response)["data"]["result"]
+    return float(result[0]["value"][1]) if result else None
+
+
+def test_alertmanager_restarted_midway_still_delivers(stack, slack, run_container):
+    _, alertmanager, prometheus = stack
+    # fails every ~2 s, up to 6 times: Prometheus sees it before most of its restarts
+    name = run_container("sleep 2; exit 1", "--restart", "on-failure:6")
+    wait_for(
+        lambda: prometheus_value(prometheus, f'kato_container_restarts_total{{name="{name}"}}') is not None,
+        15,
+        what="Prometheus seeing the container",
+    )
+    alertmanager.stop()
+    wait_for(
+        lambda: prometheus_value(
+            prometheus, f'ALERTS{{alertname="KatoContainerRestarting",name="{name}",alertstate="firing"}}'
+        ),
+        40,
+        interval=0.5,
+        what="the restart alert firing while Alertmanager is down",
+    )
+    time.sleep(2)  # Prometheus tries to send, and fails
+    assert prometheus.process is not None and prometheus.process.poll() is None
+    alertmanager.start()
+    wait_for(
+        lambda: slack_messages(slack[1], "KatoContainerRestarting", "firing"),
+        30,
+        interval=0.2,
+        what="the restart alert after Alertmanager came back",
+    )
+    _, attachment = slack_messages(slack[1], "KatoContainerRestarting", "firing")[0]
+    assert f"Container {name} restarted" in attachment["text"]
+    for program in stack:
+        assert program.process is not None and program.process.poll() is None, program.name

@@ -1,0 +1,129 @@
+"""The Prometheus and Alertmanager configs, checked by the real promtool and amtool."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from scripts.stack import Settings, render
+from tests.conftest import ROOT
+
+PROMETHEUS = ROOT / "prometheus"
+ALERTMANAGER = ROOT / "alertmanager"
+
+
+def run(*command: str, cwd: Path = ROOT) -> str:
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+    assert done.returncode == 0, f"{' '.join(command)}:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+def test_promtool_check_config_and_rules():
+    run("promtool", "check", "config", str(PROMETHEUS / "prometheus.yml"))
+    run("promtool", "check", "rules", *map(str, sorted((PROMETHEUS / "rules").glob("*.yml"))))
+
+
+def test_promtool_rule_unit_tests():
+    out = run(
+        "promtool",
+        "test",
+        "rules",
+        *sorted(p.name for p in (PROMETHEUS / "tests").glob("*.yml")),
+        cwd=PROMETHEUS / "tests",
+    )
+    assert "FAILED" not in out
+
+
+def test_every_alert_has_a_firing_and_a_quiet_case_in_promtool_tests():
+    alerts = {
+        rule["alert"]
+        for path in (PROMETHEUS / "rules").glob("*.yml")
+        for group in yaml.safe_load(path.read_text())["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    }
+    firing, quiet = set(), set()
+    for path in (PROMETHEUS / "tests").glob("*.yml"):
+        for test in yaml.safe_load(path.read_text())["tests"]:
+            for case in test.get("alert_rule_test", []):
+                (firing if case["exp_alerts"] else quiet).add(case["alertname"])
+    assert len(alerts) >= 13
+    assert alerts - firing == set(), "alerts without a firing case"
+    assert alerts - quiet == set(), "alerts without a case where they must stay quiet"
+
+
+def test_every_alert_has_severity_and_annotations_with_value_and_threshold():
+    for path in (PROMETHEUS / "rules").glob("*.yml"):
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            for rule in (r for r in group["rules"] if "alert" in r):
+                assert rule["labels"]["severity"] in ("warning", "critical"), rule["alert"]
+                assert {"summary", "description"} <= rule["annotations"].keys(), rule["alert"]
+                text = rule["annotations"]["summary"] + rule["annotations"]["description"]
+                if "threshold:" in rule["expr"]:  # a number against a threshold: say both
+                    assert "$value" in text, rule["alert"]
+                    assert 'query "threshold:' in text, rule["alert"]
+
+
+def test_amtool_check_config():
+    out = run("amtool", "check-config", str(ALERTMANAGER / "alertmanager.yml"))
+    assert "2 inhibit rules" in out
+
+
+@pytest.mark.parametrize(
+    ("labels", "receiver"),
+    [
+        (["alertname=KatoContainerCpuHigh", "severity=critical"], "critical"),
+        (["alertname=KatoContainerCpuHigh", "severity=warning"], "warning"),
+        (["alertname=KatoExporterDown", "severity=critical", "instance=h:9817"], "critical"),
+        (["alertname=SomethingElse"], "exporter"),
+    ],
+)
+def test_amtool_routes(labels, receiver):
+    run(
+        "amtool",
+        "config",
+        "routes",
+        "test",
+        f"--config.file={ALERTMANAGER / 'alertmanager.yml'}",
+        f"--verify.receivers={receiver}",
+        *labels,
+    )
+
+
+def test_critical_and_warning_receivers_reach_slack_email_and_the_exporter():
+    config = yaml.safe_load((ALERTMANAGER / "alertmanager.yml").read_text())
+    receivers = {r["name"]: r for r in config["receivers"]}
+    assert {"slack_configs", "email_configs", "webhook_configs"} <= receivers["critical"].keys()
+    assert {"slack_configs", "webhook_configs"} == receivers["warning"].keys() - {"name"}
+    for receiver in receivers.values():
+        for kind in ("slack_configs", "email_configs", "webhook_configs"):
+            assert all(c["send_resolved"] for c in receiver.get(kind, []))
+    assert config["route"]["group_by"] == ["alertname", "instance"]
+    assert "slack_api_url" not in config["global"] and "smtp_auth_password" not in config["global"]
+
+
+def test_rendered_configs_stay_valid(tmp_path):
+    settings = Settings(
+        state=tmp_path,
+        exporter_port=19817,
+        prometheus_port=19090,
+        alertmanager_port=19093,
+        slack_api_url_file="/run/secrets/slack",
+        smtp_password_file="/run/secrets/smtp",
+        smtp_smarthost="mail:25",
+        email_to="oncall@example.org",
+        scrape_interval="1s",
+    )
+    prometheus, alertmanager = render(settings)
+    run("promtool", "check", "config", str(prometheus))
+    run("amtool", "check-config", str(alertmanager))
+    am = yaml.safe_load(alertmanager.read_text())
+    assert am["global"]["slack_api_url_file"] == "/run/secrets/slack"
+    assert am["global"]["smtp_auth_password_file"] == "/run/secrets/smtp"
+    hooks = [h["url"] for r in am["receivers"] for h in r.get("webhook_configs", [])]
+    assert set(hooks) == {"http://localhost:19817/api/v1/alertmanager"}
+    targets = yaml.safe_load((prometheus.parent / "targets" / "local.yml").read_text())
+    assert targets == [{"targets": ["localhost:19817"]}]
