@@ -17,7 +17,16 @@ from tests.conftest import Daemon, Exporter, docker, wait_for
 
 pytestmark = pytest.mark.integration
 
-NO_HOST_OR_CONTAINERS = ("--no-collector.containers", "--no-collector.host")
+
+def start_kato_exporter(start_exporter, kato: Daemon, *flags: str, logs: bool = False) -> Exporter:
+    """An exporter with only the KATO sources (and the access log only when asked)."""
+    return start_exporter(
+        f"--kato.url={kato.url}",
+        "--no-collector.containers",
+        "--no-collector.host",
+        *flags,
+        *([] if logs else ["--no-kato.logs"]),
+    )
 
 
 def call(method: str, url: str, body: dict | None = None) -> tuple[int, dict]:
@@ -57,12 +66,7 @@ def value(exporter: Exporter, name: str, **labels: str) -> float | None:
 def test_redis_mode_counts_every_change_exactly_once(start_exporter, kato_double, redis_server, workers):
     kato = kato_double(workers=workers)
     old = create(kato)  # before the exporter: live, but no event
-    exporter = start_exporter(
-        f"--kato.url={kato.url}",
-        f"--kato.redis-url={redis_server.url}",
-        "--no-kato.logs",
-        *NO_HOST_OR_CONTAINERS,
-    )
+    exporter = start_kato_exporter(start_exporter, kato, f"--kato.redis-url={redis_server.url}")
     assert value(exporter, "kato_exporter_session_mode", mode="redis") == 1
     assert value(exporter, "kato_sessions_active") == 1
     lasting = [create(kato) for _ in range(8)]
@@ -86,9 +90,7 @@ def test_redis_mode_counts_every_change_exactly_once(start_exporter, kato_double
 
 def test_api_mode_sees_creates_and_deletes_but_not_expiry(start_exporter, kato_double):
     kato = kato_double(workers=1)
-    exporter = start_exporter(
-        f"--kato.url={kato.url}", "--kato.interval=1s", "--no-kato.logs", *NO_HOST_OR_CONTAINERS
-    )
+    exporter = start_kato_exporter(start_exporter, kato, "--kato.interval=1s")
     assert value(exporter, "kato_exporter_session_mode", mode="api") == 1
     assert value(exporter, "kato_sessions_index_stale") is None
     ids = [create(kato) for _ in range(3)]
@@ -107,7 +109,7 @@ def test_api_mode_sees_creates_and_deletes_but_not_expiry(start_exporter, kato_d
 
 def test_api_mode_with_several_workers_misses_events(start_exporter, kato_double):
     kato = kato_double(workers=4)
-    exporter = start_exporter(f"--kato.url={kato.url}", "--no-kato.logs", *NO_HOST_OR_CONTAINERS)
+    exporter = start_kato_exporter(start_exporter, kato)
     for _ in range(20):
         create(kato)
     time.sleep(1)
@@ -118,12 +120,8 @@ def test_api_mode_with_several_workers_misses_events(start_exporter, kato_double
 
 def test_redis_lost_and_back_without_spurious_events(start_exporter, kato_double, redis_server):
     kato = kato_double()
-    exporter = start_exporter(
-        f"--kato.url={kato.url}",
-        f"--kato.redis-url={redis_server.url}",
-        "--kato.interval=1s",
-        "--no-kato.logs",
-        *NO_HOST_OR_CONTAINERS,
+    exporter = start_kato_exporter(
+        start_exporter, kato, f"--kato.redis-url={redis_server.url}", "--kato.interval=1s"
     )
     for _ in range(3):
         create(kato)
@@ -157,12 +155,8 @@ def test_redis_lost_and_back_without_spurious_events(start_exporter, kato_double
 
 def test_kato_down_and_back(start_exporter, kato_double, redis_server):
     kato = kato_double()
-    exporter = start_exporter(
-        f"--kato.url={kato.url}",
-        f"--kato.redis-url={redis_server.url}",
-        "--kato.interval=1s",
-        "--no-kato.logs",
-        *NO_HOST_OR_CONTAINERS,
+    exporter = start_kato_exporter(
+        start_exporter, kato, f"--kato.redis-url={redis_server.url}", "--kato.interval=1s"
     )
     e = exporter.scrape()
     assert e.value("kato_up") == 1
@@ -181,13 +175,7 @@ def test_kato_down_and_back(start_exporter, kato_double, redis_server):
 
 def test_garbage_and_slow_answers(start_exporter, kato_double):
     kato = kato_double()
-    exporter = start_exporter(
-        f"--kato.url={kato.url}",
-        "--kato.interval=1s",
-        "--kato.timeout=1s",
-        "--no-kato.logs",
-        *NO_HOST_OR_CONTAINERS,
-    )
+    exporter = start_kato_exporter(start_exporter, kato, "--kato.interval=1s", "--kato.timeout=1s")
     call("POST", kato.url + "/_double/faults", {"garbage": ["/health"]})
     wait_for(lambda: value(exporter, "kato_up") == 0, 5, what="kato_up 0 on garbage")
     assert "GET /health: not JSON" in exporter.log.read_text()
@@ -226,8 +214,8 @@ def test_access_log_counts_by_code_and_a_restart_does_not_double_count(
 ):
     kato = kato_double()
     name_prefix = f"kato-test-{time.time_ns()}"
-    exporter = start_exporter(
-        f"--kato.url={kato.url}", f"--kato.log-container={name_prefix}-kato", *NO_HOST_OR_CONTAINERS
+    exporter = start_kato_exporter(
+        start_exporter, kato, f"--kato.log-container={name_prefix}-kato", logs=True
     )
     name = f"{name_prefix}-kato"
     docker(

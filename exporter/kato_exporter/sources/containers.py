@@ -19,7 +19,6 @@ Yields, every refresh::
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -35,7 +34,7 @@ import aiohttp
 
 from kato_exporter.model import Container, ContainerMeta, ContainersSample, ContainerUsage
 from kato_exporter.sources import cgroups
-from kato_exporter.sources.runner import SourceError
+from kato_exporter.sources.runner import SourceError, first_contact
 
 log = logging.getLogger(__name__)
 
@@ -99,10 +98,7 @@ class ContainersSource:
             await self._docker.close()
 
     async def collect(self) -> ContainersSample:
-        if not self._ever_synced.is_set():  # give the first listing a moment
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(2):
-                    await self._ever_synced.wait()
+        await first_contact(self._ever_synced)
         if not self._synced:
             raise SourceError(self._problem)
         metas = sorted(self._meta.values(), key=lambda m: m.name)

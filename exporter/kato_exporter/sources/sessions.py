@@ -40,7 +40,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from kato_exporter.model import SessionEvent, SessionsSample
 from kato_exporter.sources.kato import KatoApi, field
-from kato_exporter.sources.runner import SourceError
+from kato_exporter.sources.runner import SourceError, first_contact
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,7 @@ class _Sessions:
 
     name = "kato_sessions"
     mode = ""
+    first_delay, max_delay = 0.1, 5.0  # reconnect backoff, seconds
 
     def __init__(
         self,
@@ -86,10 +87,7 @@ class _Sessions:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def collect(self) -> SessionsSample:
-        if not self._ready.is_set():  # give the first connection a moment
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(2):
-                    await self._ready.wait()
+        await first_contact(self._ready)
         if not self._connected:
             raise SourceError(self._problem)
         return SessionsSample(self.mode, self.active, dict(self.events_total), self.index_stale)
@@ -112,14 +110,20 @@ class _Sessions:
     def _describe(self) -> str:
         raise NotImplementedError
 
-    async def _run(self) -> None:
+    async def _session(self) -> str:
+        """Connect and follow until the connection is lost; return why, in one line."""
         raise NotImplementedError
 
-
-async def _backoff(delay: float, ceiling: float) -> float:
-    """Sleep ``delay`` with ±20 % jitter; return the next delay."""
-    await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-    return min(delay * 2, ceiling)
+    async def _run(self) -> None:
+        """Reconnect for ever, with exponential backoff and ±20 % jitter."""
+        delay = self.first_delay
+        while True:
+            problem = await self._session()
+            if self._connected:
+                delay = self.first_delay
+            self._set_state(False, problem)
+            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+            delay = min(delay * 2, self.max_delay)
 
 
 def redact(url: str) -> str:
@@ -151,25 +155,17 @@ class RedisSessions(_Sessions):
     def _describe(self) -> str:
         return f"Redis keyspace events at {redact(self._url)}"
 
-    async def _run(self) -> None:
-        delay = 0.1
-        while True:
-            client = aioredis.from_url(
-                self._url,
-                decode_responses=True,
-                socket_timeout=self.timeout,
-                socket_connect_timeout=self.timeout,
-            )
-            try:
-                await self._follow(client)
-            except (TimeoutError, RedisError, OSError, SourceError) as exc:
-                problem = f"Redis at {redact(self._url)}: {exc}"
-            finally:
-                await client.aclose()
-            if self._connected:
-                delay = 0.1
-            self._set_state(False, problem)
-            delay = await _backoff(delay, 5.0)
+    async def _session(self) -> str:
+        client = aioredis.from_url(
+            self._url, decode_responses=True, socket_timeout=self.timeout, socket_connect_timeout=self.timeout
+        )
+        try:
+            await self._follow(client)
+            return "the subscription ended"
+        except (TimeoutError, RedisError, OSError, SourceError) as exc:
+            return f"Redis at {redact(self._url)}: {exc}"
+        finally:
+            await client.aclose()
 
     async def _follow(self, client: aioredis.Redis) -> None:
         await self._enable_notifications(client)
@@ -302,6 +298,7 @@ class ApiSessions(_Sessions):
     with several workers, the events of the workers this socket is not on)."""
 
     mode = "api"
+    first_delay, max_delay = 0.5, 30.0
 
     def __init__(
         self,
@@ -326,19 +323,13 @@ class ApiSessions(_Sessions):
                 self.active = field(count, "/sessions/count", "active_session_count", int)
         return await super().collect()
 
-    async def _run(self) -> None:
-        delay = 0.5
-        while True:
-            try:
-                async with self._api.session.ws_connect(self._api.url + "/ws/events", heartbeat=20) as ws:
-                    await self._follow(ws)
-                problem = "KATO closed /ws/events"
-            except (TimeoutError, aiohttp.ClientError, SourceError, ValueError) as exc:
-                problem = f"{self._api.url}/ws/events: {exc or type(exc).__name__}"
-            if self._connected:
-                delay = 0.5
-            self._set_state(False, problem)
-            delay = await _backoff(delay, 30.0)
+    async def _session(self) -> str:
+        try:
+            async with self._api.session.ws_connect(self._api.url + "/ws/events", heartbeat=20) as ws:
+                await self._follow(ws)
+            return "KATO closed /ws/events"
+        except (TimeoutError, aiohttp.ClientError, SourceError, ValueError) as exc:
+            return f"{self._api.url}/ws/events: {exc or type(exc).__name__}"
 
     async def _follow(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         async for message in ws:
