@@ -91,6 +91,9 @@ class AccessLogSource:
         matching = [c for c in listed if self._containers.fullmatch(_name(c))]
         if not matching:
             raise SourceError(f"no container matches {self._containers.pattern!r}")
+        for gone in self._followers.keys() - {c.id for c in matching}:  # removed or renamed
+            self._followers.pop(gone).cancel()
+            self._resume_at.pop(gone, None)
         for container in matching:
             follower = self._followers.get(container.id)
             if container["State"] == "running" and (follower is None or follower.done()):

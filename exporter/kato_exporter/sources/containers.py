@@ -103,9 +103,9 @@ class ContainersSource:
             raise SourceError(self._problem)
         metas = sorted(self._meta.values(), key=lambda m: m.name)
         if self.mode == "cgroup":
+            self._updated.clear()
             usages, known = await asyncio.to_thread(self._read_cgroups, metas, dict(self._cgroups))
             self._cgroups = {key: cg for key, cg in known.items() if key[0] not in self._updated}
-            self._updated.clear()
         else:
             usages = await asyncio.gather(*(self._read_api(m) for m in metas))
         return ContainersSample(tuple(map(Container, metas, usages)), self.mode)
@@ -166,7 +166,8 @@ class ContainersSource:
     async def _on_event(self, docker: aiodocker.Docker, event: dict[str, Any]) -> None:
         container_id = event.get("id") or event.get("Actor", {}).get("ID", "")
         # resolve its cgroup again (`docker update` changes limits), also if a read is under way
-        self._updated.add(container_id)
+        if self.mode == "cgroup":
+            self._updated.add(container_id)
         self._cgroups = {key: cg for key, cg in self._cgroups.items() if key[0] != container_id}
         if event.get("Action") == "destroy":
             self._meta.pop(container_id, None)
