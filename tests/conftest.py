@@ -29,16 +29,22 @@ def free_port() -> int:
 
 
 def wait_for(
-    check: Callable[[], object], timeout: float, interval: float = 0.05, what: str = "condition"
+    check: Callable[[], object],
+    timeout: float,
+    interval: float = 0.05,
+    what: str = "condition",
+    show: Callable[[], object] | None = None,
 ) -> object:
-    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
+    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds,
+    saying what was awaited and, with ``show``, what there was instead."""
     deadline = time.monotonic() + timeout
     while True:
         result = check()
         if result:
             return result
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+            seen = f"; instead: {show()}" if show else ""
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}{seen}")
         time.sleep(interval)
 
 

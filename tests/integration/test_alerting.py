@@ -131,6 +131,26 @@ def body(message: Message) -> str:
     return "".join(p.get_payload(decode=True).decode() for p in parts if p.get_content_type() == "text/plain")
 
 
+def prometheus_api(prometheus: Program, path: str) -> Any:
+    with urllib.request.urlopen(f"{prometheus.url}/api/v1/{path}", timeout=5) as response:
+        return json.load(response)["data"]
+
+
+def test_stack_scrapes_the_exporter_and_loads_the_rules(stack):
+    exporter, _, prometheus = stack
+
+    def exporter_target() -> list[dict[str, Any]]:
+        targets = prometheus_api(prometheus, "targets")["activeTargets"]
+        return [t for t in targets if t["labels"]["job"] == "kato-exporter" and t["health"] == "up"]
+
+    wait_for(exporter_target, 15, what="the exporter target up")
+    assert exporter_target()[0]["scrapeUrl"] == f"http://localhost:{exporter.url.rsplit(':', 1)[1]}/metrics"
+    groups = {g["name"]: g for g in prometheus_api(prometheus, "rules")["groups"]}
+    assert {"kato-thresholds", "kato-resources", "kato-service", "kato-monitoring"} <= groups.keys()
+    alerts = {r["name"] for g in groups.values() for r in g["rules"] if r["type"] == "alerting"}
+    assert len(alerts) >= 13 and "KatoContainerCpuHigh" in alerts
+
+
 def test_cpu_alert_reaches_slack_email_and_webhook_and_resolves(stack, slack, smtp, run_container):
     exporter = stack[0]
     breached = time.time()

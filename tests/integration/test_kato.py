@@ -232,11 +232,21 @@ def test_access_log_counts_by_code_and_a_restart_does_not_double_count(
     )
     try:
         first = {("GET", "200"): 4, ("POST", "500"): 2, ("DELETE", "404"): 1}
-        wait_for(lambda: requests(exporter) == first, 10, what=f"{first}")
+        wait_for(
+            lambda: requests(exporter) == first,
+            10,
+            what=f"{first}",
+            show=lambda: (requests(exporter), docker("logs", "-t", name), exporter.log.read_text()),
+        )
         assert value(exporter, "kato_exporter_source_up", source="kato_logs") == 1
         docker("restart", "-t", "0", name)  # prints the same lines once more
         doubled = {key: 2 * n for key, n in first.items()}
-        wait_for(lambda: requests(exporter) == doubled, 10, what=f"{doubled}")
+        wait_for(
+            lambda: requests(exporter) == doubled,
+            10,
+            what=f"{doubled}",
+            show=lambda: (requests(exporter), docker("logs", "-t", name), exporter.log.read_text()),
+        )
         time.sleep(3)  # a resumed stream that re-read old lines would show by now
         assert requests(exporter) == doubled
     finally:
@@ -272,3 +282,50 @@ async def test_one_hub_event_per_session_change(kato_double, redis_server):
         assert keep in source.known
     finally:
         await source.close()
+
+
+def test_redis_without_config_command(start_exporter, kato_double, tmp_path):
+    """A managed Redis that forbids CONFIG: the exporter checks with a probe key of its own, says
+    clearly what to set when notifications are off, and works when they are on."""
+    from tests.conftest import answers_tcp, free_port
+
+    def redis(*extra: str) -> Daemon:
+        port = free_port()
+        return Daemon(
+            f"redis-noconfig-{port}",
+            [
+                "redis-server",
+                "--port",
+                str(port),
+                "--save",
+                "",
+                "--dir",
+                str(tmp_path),
+                "--rename-command",
+                "CONFIG",
+                "",
+                *extra,
+            ],
+            answers_tcp(port),
+            f"redis://127.0.0.1:{port}/0",
+        )
+
+    kato = kato_double()
+    locked = redis()
+    try:
+        exporter = start_kato_exporter(start_exporter, kato, f"--kato.redis-url={locked.url}")
+        wait_for(
+            lambda: "keyspace notifications are off and CONFIG is not allowed" in exporter.log.read_text(),
+            10,
+            what="the reason in the log",
+        )
+        assert "set notify-keyspace-events Kg$xe in redis.conf" in exporter.log.read_text()
+        assert value(exporter, "kato_exporter_source_up", source="kato_sessions") == 0
+    finally:
+        locked.stop()
+    prepared = redis("--notify-keyspace-events", "Kg$xe")
+    try:
+        exporter = start_kato_exporter(start_exporter, kato, f"--kato.redis-url={prepared.url}")
+        assert value(exporter, "kato_exporter_source_up", source="kato_sessions") == 1
+    finally:
+        prepared.stop()

@@ -252,6 +252,30 @@ async def status(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
+async def concurrency(request: web.Request) -> web.Response:
+    body = example("concurrency.json")  # per worker; the stock container reports 1 worker
+    body["timestamp"] = iso(datetime.now(UTC))
+    return web.json_response(body)
+
+
+async def stats(request: web.Request) -> web.Response:
+    try:
+        minutes = int(request.query.get("minutes", "10"))
+    except ValueError:
+        detail = [
+            {
+                "type": "int_parsing",
+                "loc": ["query", "minutes"],
+                "msg": "Input should be a valid integer",
+                "input": request.query["minutes"],
+            }
+        ]
+        return web.json_response({"detail": detail}, status=422)
+    body = example("stats.json")
+    body.update(time_range_minutes=minutes, timestamp=time.time())
+    return web.json_response(body)
+
+
 async def ws_events(request: web.Request) -> web.WebSocketResponse:
     kato = request.app[KATO]
     ws = web.WebSocketResponse()
@@ -287,6 +311,8 @@ def make_app(redis_url: str, session_ttl: int = 3600, cache_ttl: float = 5.0) ->
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/health", health)
     app.router.add_get("/status", status)
+    app.router.add_get("/concurrency", concurrency)
+    app.router.add_get("/stats", stats)
     app.router.add_get("/ws/events", ws_events)
     app.router.add_post("/_double/faults", set_faults)
     return app

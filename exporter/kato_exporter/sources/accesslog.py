@@ -4,7 +4,7 @@ KATO's own error counter is never incremented and its request counters are per
 worker; the access log on the container's stdout sees every request of every
 worker. Each matching container's log stream is followed through the Docker API
 (``timestamps=1``); after a stop, a restart or a lost connection the stream is
-resumed from the last timestamp counted, so nothing is counted twice. Counting
+resumed where it was read up to, so nothing is counted twice (see ``Cursor``). Counting
 starts when the exporter starts (no history is replayed).
 
 Yields::
@@ -68,7 +68,7 @@ class AccessLogSource:
         self._docker: aiodocker.Docker | None = None
         self._counts: Counter[tuple[str, str]] = Counter()
         self._started = clock()
-        self._resume_at: dict[str, tuple[int, int]] = {}  # container id -> last line counted
+        self._cursors: dict[str, Cursor] = {}  # by container id
         self._followers: dict[str, asyncio.Task[None]] = {}
 
     async def close(self) -> None:
@@ -93,7 +93,7 @@ class AccessLogSource:
             raise SourceError(f"no container matches {self._containers.pattern!r}")
         for gone in self._followers.keys() - {c.id for c in matching}:  # removed or renamed
             self._followers.pop(gone).cancel()
-            self._resume_at.pop(gone, None)
+            self._cursors.pop(gone, None)
         for container in matching:
             follower = self._followers.get(container.id)
             if container["State"] == "running" and (follower is None or follower.done()):
@@ -103,17 +103,16 @@ class AccessLogSource:
         return RequestCounts(dict(self._counts), sum(not f.done() for f in self._followers.values()))
 
     async def _follow(self, container: aiodocker.docker.DockerContainer) -> None:
-        if container.id not in self._resume_at:  # count from the exporter's or the container's start
-            start = max(self._started, float(container["Created"]))
-            self._resume_at[container.id] = (int(start), int(start % 1 * 1e9))
-        seconds, nanos = self._resume_at[container.id]
-        since = f"{seconds}.{nanos:09d}"
+        name = _name(container)  # before container.log(), which swaps in the inspect document
+        if container.id not in self._cursors:  # count from the exporter's or the container's start
+            self._cursors[container.id] = Cursor(int(max(self._started, float(container["Created"])) * 1e9))
+        cursor = self._cursors[container.id]
         stream = container.log(
             stdout=True,
             stderr=True,
             follow=True,
             timestamps=True,
-            since=since,
+            since=cursor.since(),
             timeout=aiohttp.ClientTimeout(total=None, sock_read=None),
         )
         pending = ""
@@ -122,21 +121,42 @@ class AccessLogSource:
                 pending += chunk
                 *lines, pending = pending.split("\n")
                 for line in lines:
-                    self._count(container.id, line)
-        log.debug("log stream of %s ended", _name(container))
+                    if cursor.first_sight(line) and (parsed := parse_access_line(line)) is not None:
+                        self._counts[parsed] += 1
+        log.debug("log stream of %s ended", name)
 
-    def _count(self, container_id: str, line: str) -> None:
-        stamp, _, text = line.partition(" ")
+
+class Cursor:
+    """How far a container's log has been read, so a resumed stream counts nothing twice.
+
+    stdout and stderr are timestamped apart, so their lines do not arrive in timestamp
+    order: a stream is resumed a little before the newest line read, and the lines read
+    in that stretch are remembered to skip them when they come again.
+    """
+
+    OVERLAP = 2 * 10**9  # nanoseconds
+
+    def __init__(self, start: int) -> None:
+        self.latest = start  # ns since the epoch
+        self._recent: dict[str, int] = {}  # line -> its timestamp, for lines within OVERLAP of latest
+
+    def since(self) -> str:
+        start = max(0, self.latest - self.OVERLAP)
+        return f"{start // 10**9}.{start % 10**9:09d}"
+
+    def first_sight(self, line: str) -> bool:
         try:
-            when = parse_timestamp(stamp)
+            when = parse_timestamp(line.partition(" ")[0])
         except ValueError:
-            return
-        if when <= self._resume_at[container_id]:
-            return  # counted before the stream was resumed
-        self._resume_at[container_id] = when
-        parsed = parse_access_line(text)
-        if parsed is not None:
-            self._counts[parsed] += 1
+            return False
+        if line in self._recent or when < self.latest - self.OVERLAP:
+            return False
+        self._recent[line] = when
+        if when > self.latest:
+            self.latest = when
+            horizon = when - self.OVERLAP
+            self._recent = {text: at for text, at in self._recent.items() if at >= horizon}
+        return True
 
 
 def _name(container: aiodocker.docker.DockerContainer) -> str:
@@ -144,9 +164,9 @@ def _name(container: aiodocker.docker.DockerContainer) -> str:
     return str(names[0]).lstrip("/")
 
 
-def parse_timestamp(stamp: str) -> tuple[int, int]:
+def parse_timestamp(stamp: str) -> int:
     """Docker's RFC 3339 log timestamp (UTC, trailing zeros of the fraction dropped)
-    → (Unix seconds, nanoseconds), which compare correctly."""
+    → nanoseconds since the epoch."""
     main, _, fraction = stamp.rstrip("Z").partition(".")
     seconds = calendar.timegm(time.strptime(main, "%Y-%m-%dT%H:%M:%S"))
-    return seconds, int((fraction or "0").ljust(9, "0")[:9])
+    return seconds * 10**9 + int((fraction or "0").ljust(9, "0")[:9])

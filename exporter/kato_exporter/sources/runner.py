@@ -53,6 +53,7 @@ async def run_source(
     errors = 0
     last_success: float | None = None
     was_up: bool | None = None
+    last_error: str | None = None
     changed: asyncio.Event | None = getattr(source, "changed", None)
     while True:
         started = monotonic()
@@ -76,9 +77,9 @@ async def run_source(
                 log.info("source %s recovered", source.name)
         else:
             errors += 1
-            if was_up is not False:
+            if error != last_error:  # once per new reason, not once per attempt
                 log.warning("source %s is down: %s", source.name, error)
-        was_up = error is None
+        was_up, last_error = error is None, error
         health = SourceHealth(
             up=was_up,
             duration_seconds=duration,

@@ -150,7 +150,6 @@ class RedisSessions(_Sessions):
         self.known: set[str] = set()
         self._touched: set[str] | None = None  # ids with events while a reconcile reads
         self._marker = f"kato-exporter:reconcile:{uuid.uuid4().hex}"
-        self._notify_checked = False
 
     def _describe(self) -> str:
         return f"Redis keyspace events at {redact(self._url)}"
@@ -168,8 +167,8 @@ class RedisSessions(_Sessions):
             await client.aclose()
 
     async def _follow(self, client: aioredis.Redis) -> None:
-        await self._enable_notifications(client)
         db = client.connection_pool.connection_kwargs.get("db", 0)
+        await self._enable_notifications(client, db)
         channel_prefix = f"__keyspace@{db}__:{KEY_PREFIX}"
         pubsub = client.pubsub()
         try:
@@ -194,23 +193,16 @@ class RedisSessions(_Sessions):
         finally:
             await pubsub.aclose()  # type: ignore[no-untyped-call]
 
-    async def _enable_notifications(self, client: aioredis.Redis) -> None:
+    async def _enable_notifications(self, client: aioredis.Redis, db: int) -> None:
+        """Make sure Redis sends the keyspace events we follow, turning them on if allowed."""
         try:
             reply = await client.config_get("notify-keyspace-events")
             current = str(reply.get("notify-keyspace-events") or "")
-        except ResponseError as exc:
-            if not self._notify_checked:
-                log.warning(
-                    "sessions: cannot read Redis notify-keyspace-events (%s); it must include "
-                    "%s for session events",
-                    exc,
-                    NOTIFY_FLAGS,
-                )
-            self._notify_checked = True
+        except ResponseError as exc:  # CONFIG renamed away or denied (managed Redis, ACLs)
+            await self._probe_notifications(client, db, f"CONFIG is not allowed ({exc})")
             return
         missing = "".join(f for f in NOTIFY_FLAGS if f not in current and not (f != "K" and "A" in current))
         if not missing:
-            self._notify_checked = True
             return
         wanted = current + missing
         try:
@@ -225,7 +217,35 @@ class RedisSessions(_Sessions):
             wanted,
             current,
         )
-        self._notify_checked = True
+
+    async def _probe_notifications(self, client: aioredis.Redis, db: int, why: str) -> None:
+        """Without CONFIG, see for ourselves: set a short-lived key of our own and wait for its event."""
+        key = f"kato-exporter:probe:{uuid.uuid4().hex}"
+        pubsub = client.pubsub()
+        try:
+            await pubsub.subscribe(f"__keyspace@{db}__:{key}")
+            try:
+                await client.set(key, "1", px=2000)
+            except ResponseError as exc:
+                log.warning(
+                    "sessions: %s and a probe key cannot be written (%s): cannot check that "
+                    "notify-keyspace-events includes %s",
+                    why,
+                    exc,
+                    NOTIFY_FLAGS,
+                )
+                return
+            deadline = asyncio.get_running_loop().time() + 2
+            while asyncio.get_running_loop().time() < deadline:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
+                if message is not None and message["data"] == "set":
+                    return
+            raise SourceError(
+                f"keyspace notifications are off and {why}: set notify-keyspace-events "
+                f"{NOTIFY_FLAGS} in redis.conf"
+            )
+        finally:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     def _on_message(self, message: dict[str, Any], channel_prefix: str) -> None:
         if message["type"] != "pmessage":
