@@ -1,6 +1,6 @@
 """Container usage read straight from cgroup files (v1 and v2) and /proc.
 
-Six small files a refresh (~70 µs a container here), against ~1–2 s for one
+Six small files a refresh (~90 µs a container here), against ~1–2 s for one
 call to Docker's stats API. The paths come from ``/proc/<pid>/cgroup``, so any
 cgroup driver works. Limits are read once, when the cgroup is resolved: they
 change only through ``docker update``, whose event makes the caller resolve again.
