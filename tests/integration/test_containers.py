@@ -19,6 +19,10 @@ def appears(exporter: Exporter, name: str, metric: str = "kato_container_info") 
     return lambda: exporter.scrape().value(metric, name=name) is not None
 
 
+def reaches(exporter: Exporter, metric: str, name: str, minimum: float) -> Callable[[], bool]:
+    return lambda: (exporter.scrape().value(metric, name=name) or 0) >= minimum
+
+
 def cpu_rate(exporter: Exporter, name: str, seconds: float) -> float:
     """Cores used over ``seconds``, timed by the exporter's own collection clock."""
 
@@ -55,10 +59,7 @@ def test_memory_limit_and_working_set(container_exporter, run_container):
         "48m",
     )
     wait_for(
-        lambda: (
-            (container_exporter.scrape().value("kato_container_memory_working_set_bytes", name=name) or 0)
-            >= 40 * MiB
-        ),
+        reaches(container_exporter, "kato_container_memory_working_set_bytes", name, 40 * MiB),
         10,
         what="a working set of 40 MiB",
     )
@@ -97,10 +98,7 @@ def test_block_write_bytes(container_exporter, run_container):
         f"{backing_disk()}:10gb",
     )
     wait_for(
-        lambda: (
-            (container_exporter.scrape().value("kato_container_block_write_bytes_total", name=name) or 0)
-            >= 20 * MiB
-        ),
+        reaches(container_exporter, "kato_container_block_write_bytes_total", name, 20 * MiB),
         10,
         what="20 MiB written",
     )
@@ -130,9 +128,7 @@ def test_stopped_container_keeps_state_but_no_usage(container_exporter, run_cont
 def test_restart_policy_counts_restarts(container_exporter, run_container):
     name = run_container("sleep 0.3; exit 1", "--restart", "on-failure:3")
     wait_for(
-        lambda: (container_exporter.scrape().value("kato_container_restarts_total", name=name) or 0) >= 1,
-        10,
-        what="a first restart",
+        reaches(container_exporter, "kato_container_restarts_total", name, 1), 10, what="a first restart"
     )
     wait_for(
         lambda: container_exporter.scrape().value("kato_container_restarts_total", name=name) == 3,
