@@ -166,10 +166,14 @@ async def create_session(request: web.Request) -> web.Response:
     return web.json_response(response)
 
 
-async def delete_session(request: web.Request) -> web.Response:
+async def stored_session(request: web.Request) -> tuple[Kato, str, str | None]:
     kato = request.app[KATO]
     session_id = request.match_info["session_id"]
-    raw = await kato.redis.get(PREFIX + session_id)
+    return kato, session_id, await kato.redis.get(PREFIX + session_id)
+
+
+async def delete_session(request: web.Request) -> web.Response:
+    kato, session_id, raw = await stored_session(request)
     if raw is None:
         return web.json_response({"detail": f"Session {session_id} not found"}, status=404)
     await kato.redis.delete(PREFIX + session_id)
@@ -187,9 +191,7 @@ async def delete_session(request: web.Request) -> web.Response:
 
 async def get_session(request: web.Request) -> web.Response:
     """Reading a session slides its TTL, which is why an exporter must never poll this."""
-    kato = request.app[KATO]
-    session_id = request.match_info["session_id"]
-    raw = await kato.redis.get(PREFIX + session_id)
+    kato, session_id, raw = await stored_session(request)
     if raw is None:
         return web.json_response({"detail": f"Session {session_id} not found or expired"}, status=404)
     stored = json.loads(raw)

@@ -67,6 +67,15 @@ def counter(name: str, doc: str, labels: Sequence[str], rows: Rows) -> Metric:
     return _family(CounterMetricFamily, name, doc, labels, rows)
 
 
+def scalar(name: str, doc: str, value: float) -> Metric:
+    return gauge(name, doc, [], [([], value)])
+
+
+def one_of(options: Sequence[str], current: str | None, *labels: str) -> Rows:
+    """StateSet rows: 1 for ``current``, 0 for every other option, behind ``labels``."""
+    return (([*labels, option], float(option == current)) for option in options)
+
+
 def label_name(docker_label: str) -> str:
     """``com.example.team`` → ``label_com_example_team``."""
     return "label_" + re.sub(r"[^a-zA-Z0-9_]", "_", docker_label)
@@ -111,7 +120,7 @@ def container_families(sample: ContainersSample, info_labels: Sequence[str]) -> 
         "kato_exporter_container_stats_mode",
         "1 for where container numbers come from: cgroup files or the Docker stats API.",
         ["mode"],
-        (([m], float(m == sample.mode)) for m in ("cgroup", "api")),
+        one_of(("cgroup", "api"), sample.mode),
     )
     metas = [c.meta for c in sample.containers]
     info = InfoMetricFamily("kato_container", "Container metadata.", labels=["name"])
@@ -129,13 +138,13 @@ def container_families(sample: ContainersSample, info_labels: Sequence[str]) -> 
         "kato_container_state",
         "1 for the container's current state.",
         ["name", "state"],
-        (([m.name, s], float(m.state == s)) for m in metas for s in CONTAINER_STATES),
+        (row for m in metas for row in one_of(CONTAINER_STATES, m.state, m.name)),
     )
     yield gauge(
         "kato_container_health_status",
         "1 for the healthcheck's current status.",
         ["name", "status"],
-        (([m.name, s], float(m.health == s)) for m in metas if m.health for s in HEALTH_STATES),
+        (row for m in metas if m.health for row in one_of(HEALTH_STATES, m.health, m.name)),
     )
     name = ["name"]
     yield counter(
@@ -236,7 +245,7 @@ def host_families(h: HostSample) -> Iterator[Metric]:
         ("kato_host_boot_time_seconds", "Unix time the host booted.", h.boot_time_seconds),
     )
     for metric, doc, value in scalars:
-        yield gauge(metric, doc, [], [([], value)])
+        yield scalar(metric, doc, value)
     fs_labels = ["mountpoint", "fstype"]
     yield gauge(
         "kato_host_filesystem_size_bytes",
@@ -267,33 +276,23 @@ def host_families(h: HostSample) -> Iterator[Metric]:
 
 def kato_families(k: KatoSample | None) -> Iterator[Metric]:
     """kato_up 1.0, kato_health_status{status="healthy"} 1.0 and friends."""
-    yield gauge(
-        "kato_up", "1 when the last poll of the KATO API succeeded.", [], [([], float(k is not None))]
-    )
+    yield scalar("kato_up", "1 when the last poll of the KATO API succeeded.", float(k is not None))
     if k is None:
         return
     yield gauge(
         "kato_health_status",
         "1 for the status KATO's /health reports.",
         ["status"],
-        (([s], float(k.status == s)) for s in KATO_HEALTH_STATES),
+        one_of(KATO_HEALTH_STATES, k.status),
     )
-    yield gauge(
-        "kato_uptime_seconds",
-        "Uptime of the KATO worker that answered /health.",
-        [],
-        [([], k.uptime_seconds)],
-    )
-    yield gauge(
+    yield scalar("kato_uptime_seconds", "Uptime of the KATO worker that answered /health.", k.uptime_seconds)
+    yield scalar(
         "kato_sessions_reported",
         "KATO's own session count (its index: expired sessions stay in).",
-        [],
-        [([], k.sessions_reported)],
+        k.sessions_reported,
     )
-    yield gauge(
-        "kato_processors", "Cached processors in the KATO worker that answered.", [], [([], k.processors)]
-    )
-    yield gauge("kato_processors_max", "Processor cache size of a KATO worker.", [], [([], k.processors_max)])
+    yield scalar("kato_processors", "Cached processors in the KATO worker that answered.", k.processors)
+    yield scalar("kato_processors_max", "Processor cache size of a KATO worker.", k.processors_max)
 
 
 def session_families(s: SessionsSample | None) -> Iterator[Metric]:
@@ -304,20 +303,18 @@ def session_families(s: SessionsSample | None) -> Iterator[Metric]:
         "kato_exporter_session_mode",
         "1 for where sessions come from: redis (exact) or api.",
         ["mode"],
-        (([m], float(m == s.mode)) for m in ("redis", "api")),
+        one_of(("redis", "api"), s.mode),
     )
-    yield gauge(
+    yield scalar(
         "kato_sessions_active",
         "Live KATO sessions (exact in redis mode, KATO's count in api mode).",
-        [],
-        [([], s.active)],
+        s.active,
     )
     if s.index_stale is not None:
-        yield gauge(
+        yield scalar(
             "kato_sessions_index_stale",
             "Members of KATO's session index whose session has expired.",
-            [],
-            [([], s.index_stale)],
+            s.index_stale,
         )
     yield counter(
         "kato_session_events_total",

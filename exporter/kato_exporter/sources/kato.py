@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
+import time
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -22,12 +25,18 @@ from kato_exporter.sources.runner import SourceError
 
 
 class KatoApi:
-    """GET one KATO endpoint as JSON, with our errors instead of the library's."""
+    """GET one KATO endpoint as JSON, with our errors instead of the library's.
 
-    def __init__(self, url: str, timeout: float) -> None:
+    ``max_age`` lets a caller take a document another caller fetched moments ago
+    (KATO itself caches /metrics and /sessions/count for 5 s).
+    """
+
+    def __init__(self, url: str, timeout: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.url = url
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
+        self._clock = clock
+        self._fetched: dict[str, tuple[float, Any]] = {}  # path -> (when, document)
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -35,7 +44,15 @@ class KatoApi:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
         return self._session
 
-    async def get(self, path: str) -> Any:
+    async def get(self, path: str, max_age: float = 0.0) -> Any:
+        when, document = self._fetched.get(path, (-math.inf, None))
+        if self._clock() - when < max_age:
+            return document
+        document = await self._fetch(path)
+        self._fetched[path] = (self._clock(), document)
+        return document
+
+    async def _fetch(self, path: str) -> Any:
         try:
             async with self.session.get(self.url + path) as response:
                 body = await response.read()

@@ -339,7 +339,7 @@ class ApiSessions(_Sessions):
         # KATO caches its count 5 s: right after an event it would undo the event's change.
         if time.monotonic() - self._last_event > self.interval + 5:
             with contextlib.suppress(SourceError):
-                count = await self._api.get("/sessions/count")
+                count = await self._api.get("/sessions/count", max_age=self.interval)  # the kato source's
                 self.active = field(count, "/sessions/count", "active_session_count", int)
         return await super().collect()
 
