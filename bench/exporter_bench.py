@@ -3,7 +3,9 @@
     .venv/bin/python -m bench.exporter_bench --containers 100 1000
 
 Starts N idle busybox containers (label kato.bench=1), then measures:
-  1. /metrics latency p50/p99 under a steady back-to-back scraper, ours and node_exporter's;
+  1. /metrics latency p50/p99/max, ours and node_exporter's, scraped as Prometheus does (one
+     scrape every 5 s and every 15 s, each on its own keep-alive connection, the two exporters
+     half a period apart) and back to back;
   2. one refresh of 100 containers: cgroup files vs the concurrent stats API;
   3. exporter CPU (% of a core) and RSS over 90 s at 1 s refresh, scraped every 5 s;
   4. data age at scrape (now − the containers source's last success).
@@ -23,6 +25,7 @@ import random
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -85,17 +88,30 @@ def bench_containers(count: int) -> list[str]:
     return sh("docker", "ps", "-q", "--no-trunc", "--filter", f"label={LABEL}").split()
 
 
-def scrape_latency(url: str, seconds: float = 15) -> dict[str, float]:
-    """p50/p99 in ms of back-to-back scrapes on one keep-alive connection, every one timed.
+def percentiles(latencies: list[float]) -> dict[str, float]:
+    latencies = sorted(latencies)
+    return {
+        "p50_ms": latencies[len(latencies) // 2],
+        "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+        "max_ms": latencies[-1],
+        "requests": len(latencies),
+    }
 
-    (wrk's own percentiles were not usable here: its average times its request count
-    came to more than the run's length.)"""
+
+def timed_scrapes(
+    url: str, count: int | None, seconds: float, period: float = 0.0, phase: float = 0.0
+) -> list[float]:
+    """Scrape ``url`` with Prometheus' headers on one keep-alive connection, every ``period``
+    seconds (0: back to back) starting after ``phase``, for ``seconds``; each scrape's ms."""
     parts = urllib.parse.urlsplit(url)
     connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
     headers = dict(h.split(": ", 1) for h in SCRAPER_HEADERS)
-    latencies = []
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    latencies: list[float] = []
+    start = time.monotonic()
+    due = start + phase
+    while time.monotonic() - start < seconds and (count is None or len(latencies) < count):
+        time.sleep(max(0.0, due - time.monotonic()))
+        due += period
         started = time.perf_counter()
         connection.request("GET", parts.path, headers=headers)
         response = connection.getresponse()
@@ -103,12 +119,31 @@ def scrape_latency(url: str, seconds: float = 15) -> dict[str, float]:
         latencies.append((time.perf_counter() - started) * 1000)
         assert response.status == 200, response.status
     connection.close()
-    latencies.sort()
-    return {
-        "p50_ms": latencies[len(latencies) // 2],
-        "p99_ms": latencies[int(len(latencies) * 0.99)],
-        "requests": len(latencies),
-    }
+    return latencies
+
+
+def scrape_latency(ours: str, peer: str, period: float, seconds: float) -> dict[str, object]:
+    """Both exporters scraped for ``seconds``, every ``period`` (half a period apart), or back
+    to back one after the other (period 0)."""
+    if not period:
+        return {
+            "ours": percentiles(timed_scrapes(ours, None, seconds)),
+            "node_exporter": percentiles(timed_scrapes(peer, None, seconds)),
+        }
+    results: dict[str, list[float]] = {}
+
+    def scraper(name: str, url: str, phase: float) -> None:
+        results[name] = timed_scrapes(url, None, seconds, period, phase)
+
+    threads = [
+        threading.Thread(target=scraper, args=("ours", ours, 0.0)),
+        threading.Thread(target=scraper, args=("node_exporter", peer, period / 2)),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return {name: percentiles(values) for name, values in results.items()}
 
 
 def start_node_exporter() -> tuple[subprocess.Popen, str]:
@@ -213,6 +248,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--containers", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--keep", action="store_true", help="leave the containers running")
+    parser.add_argument(
+        "--cadence-seconds", type=float, default=300, help="how long each cadence row is scraped"
+    )
+    parser.add_argument("--periods", type=float, nargs="+", default=[5, 15], help="scrape periods")
     args = parser.parse_args()
     OUT.mkdir(exist_ok=True)
     results: dict[str, object] = {
@@ -232,15 +271,15 @@ def main() -> None:
                     30,
                     what=f"{count} containers on /metrics",
                 )
-                ours = scrape_latency(exporter.url + "/metrics")
-                peer = scrape_latency(node_url)
-                row: dict[str, object] = {
-                    "ours": ours,
-                    "node_exporter": peer,
-                    "p99_ratio": ours["p99_ms"] / peer["p99_ms"],
-                    "p50_ratio": ours["p50_ms"] / peer["p50_ms"],
-                    "exposition_bytes": len(exporter.scrape().text),
-                }
+                row: dict[str, object] = {"exposition_bytes": len(exporter.scrape().text)}
+                for period in [*args.periods, 0]:
+                    seconds = args.cadence_seconds if period else 15
+                    latency = scrape_latency(exporter.url + "/metrics", node_url, period, seconds)
+                    ours, peer = latency["ours"], latency["node_exporter"]
+                    latency["p99_ratio"] = ours["p99_ms"] / peer["p99_ms"]  # type: ignore[index]
+                    latency["p50_ratio"] = ours["p50_ms"] / peer["p50_ms"]  # type: ignore[index]
+                    row[f"every_{period:g}s" if period else "back_to_back"] = latency
+                    print(json.dumps({count: {period: latency}}), flush=True)
                 if count == 100:
                     row["steady"] = steady_state(exporter)
                     row["refresh"] = asyncio.run(refresh_times(ids))

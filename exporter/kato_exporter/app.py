@@ -15,7 +15,8 @@ from kato_exporter import __version__
 from kato_exporter.config import Config
 from kato_exporter.hub import Hub
 from kato_exporter.model import SessionEvent
-from kato_exporter.outputs.metrics import Exposition, default_builders
+from kato_exporter.outputs.exposition import Exposition
+from kato_exporter.outputs.families import default_builders
 from kato_exporter.outputs.web import make_app
 from kato_exporter.sources.accesslog import AccessLogSource
 from kato_exporter.sources.alertmanager import AlertInbox
@@ -143,6 +144,7 @@ async def serve(config: Config, stop: asyncio.Event, hub: Hub | None = None) -> 
             if hasattr(source, "close"):
                 await source.close()
         await runner.cleanup()
+        exposition.close()
 
 
 def run(config: Config) -> int:

@@ -42,7 +42,7 @@ def test_dockerd_stopped_and_started(start_exporter, run_container):
         )
         e = exporter.scrape()
         assert e.value("kato_exporter_source_up", source="host") == 1
-        assert e.value("kato_host_cpu_count") is not None
+        assert e.value("kato_host_cpus") is not None
         assert list(e.all("kato_container_cpu_usage_seconds_total")) == []
         assert list(e.all("kato_container_info")) == []
     finally:

@@ -16,8 +16,8 @@ from kato_exporter.model import (
     ContainerUsage,
     SourceHealth,
 )
-from kato_exporter.outputs.metrics import TEXT, default_builders
-from kato_exporter.outputs.metrics import Exposition as Renderer
+from kato_exporter.outputs.exposition import Exposition as Renderer
+from kato_exporter.outputs.families import default_builders
 from kato_exporter.outputs.web import make_app
 from kato_exporter.sources.alertmanager import AlertInbox
 from kato_exporter.sources.runner import run_source
@@ -153,47 +153,45 @@ async def test_landing_page_shows_sources(client):
     assert "cannot reach &lt;Docker&gt;" in page
 
 
-class CountingRenderer(Renderer):
-    """Counts renders, to see when they happen."""
-
-    def __init__(self, hub, clock):
-        super().__init__(hub, default_builders(), ahead_seconds=2.0, clock=clock)
-        self.renders = 0
-
-    def render(self, snapshot, formats):
-        self.renders += 1
-        return super().render(snapshot, formats)
-
-
 async def settle():
     for _ in range(20):
         await asyncio.sleep(0.01)
 
 
-async def test_rendered_ahead_only_for_frequent_scrapers():
+async def test_rendered_ahead_for_formats_asked_lately():
     now = [100.0]
     hub = Hub()
-    renderer = CountingRenderer(hub, clock=lambda: now[0])
+    renderer = Renderer(hub, default_builders(), ahead_window=60.0, clock=lambda: now[0])
     runner = asyncio.create_task(renderer.run())
-    fmt = (TEXT, True)
     await hub.update("containers", SAMPLE, SourceHealth(up=True))
-    await renderer.get(fmt)  # first scrape renders on demand
+    await settle()
+    assert renderer.renders == 0  # nobody asked yet: nothing rendered
+    fmt = renderer.negotiate("", "gzip")
+    first = await renderer.get(fmt)  # the first scrape renders on demand
     assert renderer.renders == 1
-    now[0] += 5  # a Prometheus-like scraper: every 5 s
+    now[0] += 5  # Prometheus-like: the next scrape 5 s later, new snapshots in between
     await hub.update("containers", SAMPLE, SourceHealth(up=True))
     await settle()
-    assert renderer.renders == 1  # nobody is likely to read it soon: not rendered ahead
-    await renderer.get(fmt)
+    assert renderer.renders == 2  # rendered ahead of the scrape
+    assert await renderer.get(fmt) != first
+    assert renderer.renders == 2  # the scrape found the bytes ready
+    now[0] += 61  # nobody asked within the window: no more renders ahead
+    await hub.update("containers", SAMPLE, SourceHealth(up=True))
+    await settle()
     assert renderer.renders == 2
-    now[0] += 1  # now scraped every second: new snapshots are rendered ahead of the scrape
-    await renderer.get(fmt)
-    assert renderer.renders == 2  # same snapshot: cached bytes
-    await hub.update("containers", SAMPLE, SourceHealth(up=True))
-    await settle()
-    assert renderer.renders == 3
-    await renderer.get(fmt)
-    assert renderer.renders == 3  # the scrape found the bytes ready
     runner.cancel()
+    renderer.close()
+
+
+async def test_concurrent_scrapes_of_a_new_snapshot_render_once():
+    hub = Hub()
+    renderer = Renderer(hub, default_builders())
+    await hub.update("containers", SAMPLE, SourceHealth(up=True))
+    fmt = renderer.negotiate("application/openmetrics-text;version=1.0.0", "gzip")
+    bodies = await asyncio.gather(*(renderer.get(fmt) for _ in range(10)))
+    assert renderer.renders == 1
+    assert len(set(bodies)) == 1
+    renderer.close()
 
 
 NOTIFICATION = {

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from kato_exporter import __version__
 from kato_exporter.hub import Hub
-from kato_exporter.outputs.metrics import OPENMETRICS, TEXT, Exposition
+from kato_exporter.outputs.exposition import Exposition
 
 HUB = web.AppKey("hub", Hub)
 EXPOSITION = web.AppKey("exposition", Exposition)
@@ -22,16 +22,10 @@ SOURCES: web.AppKey[frozenset[str]] = web.AppKey("sources")
 METRICS_PATH = web.AppKey("metrics_path", str)
 
 
-def negotiate(request: web.Request) -> tuple[str, bool]:
-    """OpenMetrics when the scraper accepts it, gzip when it accepts that."""
-    accept = request.headers.get("Accept", "")
-    content_type = OPENMETRICS if "application/openmetrics-text" in accept else TEXT
-    return content_type, "gzip" in request.headers.get("Accept-Encoding", "")
-
-
 async def metrics(request: web.Request) -> web.Response:
-    fmt = negotiate(request)
-    body = await request.app[EXPOSITION].get(fmt)
+    exposition = request.app[EXPOSITION]
+    fmt = exposition.negotiate(request.headers.get("Accept", ""), request.headers.get("Accept-Encoding", ""))
+    body = await exposition.get(fmt)
     headers = {"Content-Type": fmt[0], "Vary": "Accept, Accept-Encoding"}
     if fmt[1]:
         headers["Content-Encoding"] = "gzip"

@@ -55,8 +55,11 @@ async def run_source(
     was_up: bool | None = None
     last_error: str | None = None
     changed: asyncio.Event | None = getattr(source, "changed", None)
+    tick = monotonic()  # when the next collection is due: ticks keep their phase, never drift
     while True:
         started = monotonic()
+        if started >= tick:
+            tick = tick + source.interval if started - tick < source.interval else started + source.interval
         if changed is not None:
             changed.clear()
         value: Any = None
@@ -88,7 +91,7 @@ async def run_source(
             last_error=error,
         )
         await hub.update(source.name, value, health)
-        remaining = max(0.0, source.interval - (monotonic() - started))
+        remaining = max(0.0, tick - monotonic())
         if changed is None:
             await asyncio.sleep(remaining)
         else:

@@ -1,6 +1,6 @@
-"""Snapshot → Prometheus exposition, rendered once per snapshot and cached.
+"""What each source's value becomes: prometheus_client metric families.
 
-Sample of what comes out::
+Sample of the families, encoded::
 
     kato_container_state{name="kato",state="running"} 1.0
     kato_container_cpu_usage_seconds_total{name="kato"} 12.5
@@ -11,29 +11,24 @@ Sample of what comes out::
 
 from __future__ import annotations
 
-import asyncio
-import gzip
-import math
 import platform
 import re
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import ProcessCollector
-from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     InfoMetricFamily,
     Metric,
 )
-from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
 from kato_exporter import __version__
-from kato_exporter.hub import Hub, Snapshot
+from kato_exporter.hub import Snapshot
 from kato_exporter.model import (
     KATO_HEALTH_STATES,
+    Container,
     ContainersSample,
     ContainerUsage,
     HostSample,
@@ -42,28 +37,25 @@ from kato_exporter.model import (
     SessionsSample,
 )
 
-TEXT = "text/plain; version=0.0.4; charset=utf-8"
-OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
-
-CONTAINER_STATES = ("created", "running", "paused", "restarting", "exited", "dead")
+CONTAINER_STATES = ("created", "running", "paused", "restarting", "removing", "exited", "dead")
 HEALTH_STATES = ("starting", "healthy", "unhealthy")
 
-Rows = Iterable[tuple[Sequence[str], float]]
+Samples = Iterable[tuple[Sequence[str], float]]
 Family = type[GaugeMetricFamily] | type[CounterMetricFamily]
 
 
-def _family(kind: Family, name: str, doc: str, labels: Sequence[str], rows: Rows) -> Metric:
+def _family(kind: Family, name: str, doc: str, labels: Sequence[str], rows: Samples) -> Metric:
     family = kind(name, doc, labels=list(labels))
     for values, value in rows:
         family.add_metric(list(values), value)
     return family
 
 
-def gauge(name: str, doc: str, labels: Sequence[str], rows: Rows) -> Metric:
+def gauge(name: str, doc: str, labels: Sequence[str], rows: Samples) -> Metric:
     return _family(GaugeMetricFamily, name, doc, labels, rows)
 
 
-def counter(name: str, doc: str, labels: Sequence[str], rows: Rows) -> Metric:
+def counter(name: str, doc: str, labels: Sequence[str], rows: Samples) -> Metric:
     return _family(CounterMetricFamily, name, doc, labels, rows)
 
 
@@ -71,7 +63,7 @@ def scalar(name: str, doc: str, value: float) -> Metric:
     return gauge(name, doc, [], [([], value)])
 
 
-def one_of(options: Sequence[str], current: str | None, *labels: str) -> Rows:
+def one_of(options: Sequence[str], current: str | None, *labels: str) -> Samples:
     """StateSet rows: 1 for ``current``, 0 for every other option, behind ``labels``."""
     return (([*labels, option], float(option == current)) for option in options)
 
@@ -116,13 +108,24 @@ def exporter_families(snapshot: Snapshot) -> Iterator[Metric]:
 
 def container_families(sample: ContainersSample, info_labels: Sequence[str]) -> Iterator[Metric]:
     """kato_container_state{name="kato",state="running"} 1.0 and friends."""
+    yield from containers_head(sample)
+    yield from container_rows(sample.containers, info_labels)
+
+
+def containers_head(sample: ContainersSample) -> Iterator[Metric]:
+    """kato_exporter_container_stats_mode{mode="cgroup"} 1.0"""
     yield gauge(
         "kato_exporter_container_stats_mode",
         "1 for where container numbers come from: cgroup files or the Docker stats API.",
         ["mode"],
         one_of(("cgroup", "api"), sample.mode),
     )
-    metas = [c.meta for c in sample.containers]
+
+
+def container_rows(containers: Sequence[Container], info_labels: Sequence[str]) -> Iterator[Metric]:
+    """The per-container families, always the same ones in the same order (empty without
+    containers), each with the containers' samples in the order given."""
+    metas = [c.meta for c in containers]
     info = InfoMetricFamily("kato_container", "Container metadata.", labels=["name"])
     for m in metas:
         values = {
@@ -153,7 +156,7 @@ def container_families(sample: ContainersSample, info_labels: Sequence[str]) -> 
         name,
         (([m.name], m.restarts) for m in metas),
     )
-    running = [(c.meta, c.usage) for c in sample.containers if c.usage is not None]
+    running = [(c.meta, c.usage) for c in containers if c.usage is not None]
     yield gauge(
         "kato_container_start_time_seconds",
         "Unix time the container last started.",
@@ -233,7 +236,7 @@ def host_families(h: HostSample) -> Iterator[Metric]:
     """kato_host_cpu_usage_ratio 0.12 and friends."""
     scalars = (
         ("kato_host_cpu_usage_ratio", "Busy share of all CPUs over the last interval.", h.cpu_usage_ratio),
-        ("kato_host_cpu_count", "Logical CPUs.", h.cpu_count),
+        ("kato_host_cpus", "Logical CPUs.", h.cpu_count),
         ("kato_host_load1", "Load average over 1 minute.", h.load1),
         ("kato_host_load5", "Load average over 5 minutes.", h.load5),
         ("kato_host_load15", "Load average over 15 minutes.", h.load15),
@@ -348,119 +351,38 @@ def alert_families(counts: dict[str, int] | None) -> Iterator[Metric]:
     )
 
 
-class _Families:
-    """What prometheus_client's encoders call ``collect()`` on."""
+@dataclass(frozen=True)
+class RowFamilies:
+    """The families of a source whose value is made of rows (one per container), so that an
+    encoder can keep each row's lines and encode a row again only when it changed.
 
-    def __init__(self, families: Callable[[], Iterable[Metric]]) -> None:
-        self.collect = families
-
-
-Format = tuple[str, bool]  # (content type, gzipped)
-Builder = Callable[[Any], Iterable[Metric]]  # a source's value (None while it is down) → families
-
-
-class Exposition:
-    """Keeps the exposition bytes of the latest snapshot, in every format scrapers ask for.
-
-    Bytes are rendered at most once per snapshot, in a worker thread, never once
-    per scrape. Each source's families are encoded once per new value of that
-    source (a host refresh does not re-encode a thousand containers), and the
-    blocks are joined behind the exporter's own metrics.
-
-    While a format is scraped at least every ``ahead_seconds`` (its last two
-    requests that close together, the last one recent), each new snapshot is
-    rendered ahead of time and scrapes only return bytes. A slower scraper
-    (Prometheus every 5–15 s) gets the snapshot rendered on its first request,
-    so a 1 s refresh does not cost a render every second that nobody reads.
+    ``head(value)``: the families of the value as a whole. ``rows(value)``: its rows, each
+    with a key. ``families(rows)``: the per-row families of any rows, always the same ones in
+    the same order (empty without rows), each with the rows' samples in the order given.
+    Called with the whole value, it returns what an encoder of the whole would see.
     """
 
-    def __init__(
-        self,
-        hub: Hub,
-        builders: Mapping[str, Builder],
-        ahead_seconds: float = 2.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._hub = hub
-        self._builders = builders
-        self._ahead_seconds = ahead_seconds
-        self._clock = clock
-        self._process = ProcessCollector(registry=None)
-        self._blocks: dict[tuple[str, str], tuple[Any, bytes]] = {}
-        self._asked: dict[Format, tuple[float, float]] = {}  # the last two requests
-        self._version = -1
-        self._cache: dict[Format, bytes] = {}
+    head: Callable[[Any], Iterable[Metric]]
+    rows: Callable[[Any], Sequence[tuple[Hashable, Any]]]
+    families: Callable[[Sequence[Any]], Iterable[Metric]]
 
-    def render(self, snapshot: Snapshot, formats: Iterable[Format]) -> dict[Format, bytes]:
-        formats = list(formats)
-        plain = {}
-        for content_type in {content_type for content_type, _ in formats}:
-            parts = [_encode(content_type, lambda: [*exporter_families(snapshot), *self._process.collect()])]
-            for source, value in sorted(snapshot.values.items()):
-                if source in self._builders:
-                    parts.append(self._block(source, value, content_type))
-            if content_type == OPENMETRICS:
-                parts.append(b"# EOF\n")
-            plain[content_type] = b"".join(parts)
-        return {
-            (content_type, zipped): gzip.compress(plain[content_type], 6, mtime=0)
-            if zipped
-            else plain[content_type]
-            for content_type, zipped in formats
-        }
-
-    def _block(self, source: str, value: Any, content_type: str) -> bytes:
-        cached = self._blocks.get((source, content_type))
-        if cached is not None and cached[0] is value:
-            return cached[1]
-        body = _encode(content_type, lambda: self._builders[source](value))
-        self._blocks[(source, content_type)] = (value, body)
-        return body
-
-    async def run(self) -> None:
-        """Render each new snapshot ahead of scrapes, in the formats scraped often."""
-        version = self._hub.snapshot.version
-        while True:
-            snapshot = await self._hub.next_snapshot(version)
-            version = snapshot.version
-            now, ahead = self._clock(), self._ahead_seconds
-            wanted = {
-                fmt
-                for fmt, (before, last) in self._asked.items()
-                if last - before <= ahead and now - last <= ahead
-            }
-            if wanted:
-                await self._store(snapshot, wanted)
-
-    async def get(self, fmt: Format) -> bytes:
-        self._asked[fmt] = (self._asked.get(fmt, (-math.inf, -math.inf))[1], self._clock())
-        snapshot = self._hub.snapshot
-        if snapshot.version == self._version and fmt in self._cache:
-            return self._cache[fmt]
-        return (await self._store(snapshot, {fmt}))[fmt]
-
-    async def _store(self, snapshot: Snapshot, formats: set[Format]) -> dict[Format, bytes]:
-        rendered = await asyncio.to_thread(self.render, snapshot, formats)
-        if snapshot.version > self._version:
-            self._cache, self._version = dict(rendered), snapshot.version
-        elif snapshot.version == self._version:
-            self._cache.update(rendered)
-        return rendered
+    def __call__(self, value: Any) -> list[Metric]:
+        if value is None:
+            return []
+        return [*self.head(value), *self.families([row for _, row in self.rows(value)])]
 
 
-def _encode(content_type: str, families: Callable[[], Iterable[Metric]]) -> bytes:
-    """One block of exposition, without OpenMetrics' closing ``# EOF`` (added once, at the end)."""
-    collector = _Families(families)
-    if content_type == OPENMETRICS:
-        body: bytes = generate_openmetrics(collector)  # type: ignore[no-untyped-call]
-        return body.removesuffix(b"# EOF\n")
-    return generate_latest(collector)
+Builder = Callable[[Any], Iterable[Metric]]  # a source's value (None while it is down) → families
 
 
 def default_builders(info_labels: Sequence[str] = ()) -> dict[str, Builder]:
     """Which families each source's value becomes."""
     return {
-        "containers": lambda sample: container_families(sample, info_labels) if sample else (),
+        "containers": RowFamilies(
+            head=containers_head,
+            rows=lambda sample: [(c.meta.id, c) for c in sample.containers],
+            families=lambda containers: container_rows(containers, info_labels),
+        ),
         "host": lambda sample: host_families(sample) if sample else (),
         "kato": kato_families,
         "kato_sessions": session_families,

@@ -1,0 +1,204 @@
+"""Snapshot → exposition bytes, in every format scrapers ask for, ready before they ask.
+
+Prometheus scrapes every 5–15 s on its own schedule while sources refresh every second,
+so a scrape must not pay for rendering. Each new snapshot is rendered ahead of time, in
+one worker thread, for every format asked for within the last ``ahead_window`` seconds;
+a scrape then only returns bytes. A scrape that arrives while its snapshot is being
+rendered waits for that render, and concurrent scrapes of one snapshot share one render.
+
+Rendering a snapshot is cheap because nothing is encoded twice: each source's block is
+encoded once per new value of the source, and a source made of rows (containers) keeps
+each row's lines until that row changes. The encoders are prometheus_client's; a block is
+their output cut into per-family pieces and joined back in the same order, so the bytes
+are those prometheus_client would produce for the whole (the tests compare them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import time
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from prometheus_client import ProcessCollector
+from prometheus_client.exposition import choose_encoder, gzip_accepted
+from prometheus_client.metrics_core import Metric
+
+from kato_exporter.hub import Hub, Snapshot
+from kato_exporter.outputs.families import Builder, RowFamilies, exporter_families
+
+Format = tuple[str, bool]  # (content type, gzipped)
+Encoder = Callable[[Any], bytes]  # prometheus_client's: anything with collect() → bytes
+
+
+class _Families:
+    """What prometheus_client's encoders call ``collect()`` on."""
+
+    def __init__(self, families: Iterable[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families
+
+
+class _Codec:
+    """One content type's encoder, and the trailer it ends every output with (OpenMetrics'
+    ``# EOF``), which a block leaves off and the whole gets once."""
+
+    def __init__(self, encoder: Encoder) -> None:
+        self._encoder = encoder
+        self.trailer = encoder(_Families(()))
+
+    def encode(self, families: Iterable[Metric]) -> bytes:
+        return self._encoder(_Families(families)).removesuffix(self.trailer)
+
+
+class _RowBlock:
+    """The bytes of one ``RowFamilies`` source in one content type, each row encoded once
+    per new value of that row."""
+
+    def __init__(self, families: RowFamilies, codec: _Codec) -> None:
+        self._families = families
+        self._codec = codec
+        self._headers = [codec.encode([f]) for f in families.families(())]
+        self._rows: dict[Hashable, tuple[Any, list[bytes]]] = {}
+
+    def encode(self, value: Any) -> bytes:
+        kept: dict[Hashable, tuple[Any, list[bytes]]] = {}
+        for key, row in self._families.rows(value):
+            cached = self._rows.get(key)
+            kept[key] = cached if cached is not None and cached[0] == row else (row, self._lines(row))
+        self._rows = kept
+        parts = [self._codec.encode(self._families.head(value))]
+        for i, header in enumerate(self._headers):
+            parts.append(header)
+            parts.extend(lines[i] for _, lines in kept.values())
+        return b"".join(parts)
+
+    def _lines(self, row: Any) -> list[bytes]:
+        """The row's sample lines of each family (the family's encoding minus its header)."""
+        families = list(self._families.families((row,)))
+        return [
+            self._codec.encode([family]).removeprefix(header)
+            for family, header in zip(families, self._headers, strict=True)
+        ]
+
+
+class Exposition:
+    """Keeps the exposition bytes of the latest snapshot in every format scrapers ask for."""
+
+    def __init__(
+        self,
+        hub: Hub,
+        builders: Mapping[str, Builder],
+        ahead_window: float = 600.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._hub = hub
+        self._builders = builders
+        self._ahead_window = ahead_window
+        self._clock = clock
+        self._process = ProcessCollector(registry=None)
+        self._codecs: dict[str, _Codec] = {}
+        self._blocks: dict[tuple[str, str], tuple[Any, bytes]] = {}  # (source, type) → (value, bytes)
+        self._row_blocks: dict[tuple[str, str], _RowBlock] = {}
+        self._asked: dict[Format, float] = {}  # when each format was last asked for
+        self._version = -1
+        self._cache: dict[Format, bytes] = {}
+        self._rendering: dict[tuple[int, Format], asyncio.Future[dict[Format, bytes]]] = {}
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="render")
+        self.renders = 0
+
+    def negotiate(self, accept: str, accept_encoding: str) -> Format:
+        """The format for these request headers, by prometheus_client's own rules."""
+        encoder, content_type = choose_encoder(accept)
+        if content_type not in self._codecs:
+            self._codecs[content_type] = _Codec(encoder)
+        return content_type, gzip_accepted(accept_encoding)
+
+    async def get(self, fmt: Format) -> bytes:
+        """The latest snapshot's bytes in ``fmt`` (a format ``negotiate`` returned)."""
+        self._asked[fmt] = self._clock()
+        snapshot = self._hub.snapshot
+        if snapshot.version == self._version and fmt in self._cache:
+            return self._cache[fmt]
+        rendering = self._rendering.get((snapshot.version, fmt)) or self._render(snapshot, {fmt})
+        return (await rendering)[fmt]
+
+    async def run(self) -> None:
+        """Render each new snapshot ahead of scrapes, in the formats asked for lately.
+
+        Renders never queue up: while one runs, newer snapshots replace each other and
+        only the latest is rendered next."""
+        version = self._hub.snapshot.version
+        while True:
+            snapshot = await self._hub.next_snapshot(version)
+            version = snapshot.version
+            now = self._clock()
+            wanted = {
+                fmt
+                for fmt, asked in self._asked.items()
+                if now - asked <= self._ahead_window and (version, fmt) not in self._rendering
+            }
+            if wanted:
+                await self._render(snapshot, wanted)
+
+    def close(self) -> None:
+        self._thread.shutdown(wait=False, cancel_futures=True)
+
+    def _render(self, snapshot: Snapshot, formats: set[Format]) -> asyncio.Future[dict[Format, bytes]]:
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._thread, self.render, snapshot, formats)
+        keys = [(snapshot.version, fmt) for fmt in formats]
+        self._rendering.update(dict.fromkeys(keys, future))
+
+        def done(future: asyncio.Future[dict[Format, bytes]]) -> None:
+            for key in keys:
+                self._rendering.pop(key, None)
+            if future.cancelled() or future.exception() is not None:
+                return
+            if snapshot.version > self._version:
+                self._cache, self._version = dict(future.result()), snapshot.version
+            elif snapshot.version == self._version:
+                self._cache.update(future.result())
+
+        future.add_done_callback(done)
+        return future
+
+    def render(self, snapshot: Snapshot, formats: Iterable[Format]) -> dict[Format, bytes]:
+        """Runs in the worker thread."""
+        self.renders += 1
+        formats = list(formats)
+        plain = {content_type: self._plain(snapshot, content_type) for content_type, _ in formats}
+        return {
+            (content_type, zipped): gzip.compress(plain[content_type], 6, mtime=0)
+            if zipped
+            else plain[content_type]
+            for content_type, zipped in formats
+        }
+
+    def _plain(self, snapshot: Snapshot, content_type: str) -> bytes:
+        codec = self._codecs[content_type]
+        parts = [codec.encode([*exporter_families(snapshot), *self._process.collect()])]
+        for source, value in sorted(snapshot.values.items()):
+            if source in self._builders:
+                parts.append(self._block(source, value, content_type))
+        parts.append(codec.trailer)
+        return b"".join(parts)
+
+    def _block(self, source: str, value: Any, content_type: str) -> bytes:
+        cached = self._blocks.get((source, content_type))
+        if cached is not None and cached[0] is value:
+            return cached[1]
+        builder, codec = self._builders[source], self._codecs[content_type]
+        if isinstance(builder, RowFamilies) and value is not None:
+            block = self._row_blocks.get((source, content_type))
+            if block is None:
+                block = self._row_blocks[(source, content_type)] = _RowBlock(builder, codec)
+            body = block.encode(value)
+        else:
+            body = codec.encode(builder(value))
+        self._blocks[(source, content_type)] = (value, body)
+        return body
