@@ -153,8 +153,11 @@ async def test_landing_page_shows_sources(client):
     assert "cannot reach &lt;Docker&gt;" in page
 
 
-async def settle():
-    for _ in range(20):
+async def settle(until=lambda: False, seconds: float = 0.2) -> None:
+    """Let background work run for ``seconds``, or less once ``until()`` holds."""
+    for _ in range(int(seconds / 0.01)):
+        if until():
+            return
         await asyncio.sleep(0.01)
 
 
@@ -171,7 +174,7 @@ async def test_rendered_ahead_for_formats_asked_lately():
     assert renderer.renders == 1
     now[0] += 5  # Prometheus-like: the next scrape 5 s later, new snapshots in between
     await hub.update("containers", SAMPLE, SourceHealth(up=True))
-    await settle()
+    await settle(until=lambda: renderer.renders == 2, seconds=5)
     assert renderer.renders == 2  # rendered ahead of the scrape
     assert await renderer.get(fmt) != first
     assert renderer.renders == 2  # the scrape found the bytes ready

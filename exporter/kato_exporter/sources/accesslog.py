@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import calendar
-import contextlib
 import logging
 import re
 import time
@@ -29,7 +28,7 @@ import aiodocker
 import aiohttp
 
 from kato_exporter.model import RequestCounts
-from kato_exporter.sources.runner import SourceError
+from kato_exporter.sources.base import Backoff, Link, SourceError, first_contact
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +68,10 @@ class AccessLogSource:
         self._counts: Counter[tuple[str, str]] = Counter()
         self._started = clock()
         self._cursors: dict[str, Cursor] = {}  # by container id
-        self._followers: dict[str, asyncio.Task[None]] = {}
+        self._followers: dict[str, Link] = {}  # by container id, while it runs
 
     async def close(self) -> None:
-        for task in self._followers.values():
-            task.cancel()
-        await asyncio.gather(*self._followers.values(), return_exceptions=True)
+        await asyncio.gather(*(link.close() for link in self._followers.values()))
         if self._docker is not None:
             await self._docker.close()
 
@@ -91,19 +88,30 @@ class AccessLogSource:
         matching = [c for c in listed if self._containers.fullmatch(_name(c))]
         if not matching:
             raise SourceError(f"no container matches {self._containers.pattern!r}")
-        for gone in self._followers.keys() - {c.id for c in matching}:  # removed or renamed
-            self._followers.pop(gone).cancel()
-            self._cursors.pop(gone, None)
-        for container in matching:
-            follower = self._followers.get(container.id)
-            if container["State"] == "running" and (follower is None or follower.done()):
-                self._followers[container.id] = asyncio.create_task(
-                    self._follow(container), name=f"logs {_name(container)}"
-                )
-        return RequestCounts(dict(self._counts), sum(not f.done() for f in self._followers.values()))
+        running = {c.id: c for c in matching if c["State"] == "running"}
+        for gone in self._followers.keys() - running.keys():  # stopped, removed or renamed
+            await self._followers.pop(gone).close()
+        for gone in self._cursors.keys() - {c.id for c in matching}:
+            del self._cursors[gone]
+        for container_id, container in running.items():
+            if container_id not in self._followers:
+                self._followers[container_id] = link = self._follower(container)
+                link.start()
+                await first_contact(link.ready)
+        for link in self._followers.values():
+            link.check()  # a follower that failed is restarting: its counts are behind
+        return RequestCounts(dict(self._counts), len(self._followers))
 
-    async def _follow(self, container: aiodocker.docker.DockerContainer) -> None:
-        name = _name(container)  # before container.log(), which swaps in the inspect document
+    def _follower(self, container: aiodocker.docker.DockerContainer) -> Link:
+        link = Link(
+            f"access log of {_name(container)}",
+            lambda: self._follow(container, link),
+            Backoff(0.5, 10.0),
+            expected=(aiodocker.DockerError, aiohttp.ClientError),
+        )
+        return link
+
+    async def _follow(self, container: aiodocker.docker.DockerContainer, link: Link) -> None:
         if container.id not in self._cursors:  # count from the exporter's or the container's start
             self._cursors[container.id] = Cursor(int(max(self._started, float(container["Created"])) * 1e9))
         cursor = self._cursors[container.id]
@@ -115,15 +123,14 @@ class AccessLogSource:
             since=cursor.since(),
             timeout=aiohttp.ClientTimeout(total=None, sock_read=None),
         )
+        link.connected()
         pending = ""
-        with contextlib.suppress(aiodocker.DockerError, aiohttp.ClientError, OSError):
-            async for chunk in stream:
-                pending += chunk
-                *lines, pending = pending.split("\n")
-                for line in lines:
-                    if cursor.first_sight(line) and (parsed := parse_access_line(line)) is not None:
-                        self._counts[parsed] += 1
-        log.debug("log stream of %s ended", name)
+        async for chunk in stream:
+            pending += chunk
+            *lines, pending = pending.split("\n")
+            for line in lines:
+                if cursor.first_sight(line) and (parsed := parse_access_line(line)) is not None:
+                    self._counts[parsed] += 1
 
 
 class Cursor:

@@ -34,11 +34,9 @@ import aiohttp
 
 from kato_exporter.model import Container, ContainerMeta, ContainersSample, ContainerUsage
 from kato_exporter.sources import cgroups
-from kato_exporter.sources.runner import SourceError, first_contact
+from kato_exporter.sources.base import Backoff, Link, first_contact
 
 log = logging.getLogger(__name__)
-
-_BACKOFF_MAX = 1.0  # a local daemon that returns is found again within a second
 
 
 @dataclass(frozen=True)
@@ -81,26 +79,26 @@ class ContainersSource:
         self._meta: dict[str, ContainerMeta] = {}
         self._cgroups: dict[tuple[str, int], cgroups.Cgroup] = {}  # by (container id, pid)
         self._updated: set[str] = set()
-        self._synced = False
-        self._ever_synced = asyncio.Event()
-        self._problem = "not connected to Docker yet"
         self.mode = "cgroup" if stats_mode == "auto" else stats_mode
-        self._watcher: asyncio.Task[None] | None = None
+        # a local daemon that returns is found again within a second
+        self._link = Link(
+            f"Docker at {docker_url}",
+            self._watch,
+            Backoff(0.1, 1.0),
+            expected=(aiodocker.DockerError, aiohttp.ClientError),
+        )
 
     async def start(self) -> None:
-        self._watcher = asyncio.create_task(self._watch(), name="docker-watch")
+        self._link.start()
 
     async def close(self) -> None:
-        if self._watcher:
-            self._watcher.cancel()
-            await asyncio.gather(self._watcher, return_exceptions=True)
+        await self._link.close()
         if self._docker:
             await self._docker.close()
 
     async def collect(self) -> ContainersSample:
-        await first_contact(self._ever_synced)
-        if not self._synced:
-            raise SourceError(self._problem)
+        await first_contact(self._link.ready)
+        self._link.check()
         metas = sorted(self._meta.values(), key=lambda m: m.name)
         if self.mode == "cgroup":
             self._updated.clear()
@@ -113,23 +111,13 @@ class ContainersSource:
     # --- following the daemon -------------------------------------------------
 
     async def _watch(self) -> None:
-        delay = 0.1
-        while True:
-            docker = self._factory(self._url)
-            self._docker = docker
-            try:
-                await self._follow(docker)
-                problem = "the Docker event stream ended"
-            except (TimeoutError, aiodocker.DockerError, aiohttp.ClientError, OSError) as exc:
-                problem = f"cannot reach Docker at {self._url}: {exc}"
-            finally:
-                await docker.close()
-            if self._synced:
-                log.warning("lost Docker: %s", problem)
-                delay = 0.1
-            self._synced, self._problem = False, problem
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, _BACKOFF_MAX)
+        """List, then follow ``/events`` until the stream ends or something goes wrong."""
+        docker = self._factory(self._url)
+        self._docker = docker
+        try:
+            await self._follow(docker)
+        finally:
+            await docker.close()
 
     async def _follow(self, docker: aiodocker.Docker) -> None:
         since = time.time()
@@ -151,7 +139,7 @@ class ContainersSource:
         metas = await asyncio.gather(*(self._inspect(docker, c.id) for c in listed))
         self._meta = {m.id: m for m in metas if m is not None and self._keep(m)}
         self._choose_mode()
-        if not self._synced:
+        if not self._link.ready.is_set():
             running = sum(m.state == "running" for m in self._meta.values())
             log.info(
                 "following Docker at %s: %d containers (%d running), stats from %s",
@@ -160,8 +148,7 @@ class ContainersSource:
                 running,
                 self.mode,
             )
-        self._synced = True
-        self._ever_synced.set()
+        self._link.connected()
 
     async def _on_event(self, docker: aiodocker.Docker, event: dict[str, Any]) -> None:
         container_id = event.get("id") or event.get("Actor", {}).get("ID", "")

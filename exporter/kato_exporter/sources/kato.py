@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 
 from kato_exporter.model import KATO_HEALTH_STATES, KatoSample
-from kato_exporter.sources.runner import SourceError
+from kato_exporter.sources.base import SourceError
 
 
 class KatoApi:

@@ -23,19 +23,6 @@ from kato_exporter.model import SourceHealth
 log = logging.getLogger(__name__)
 
 
-class SourceError(Exception):
-    """A source could not collect; the message says why in one line."""
-
-
-async def first_contact(ready: asyncio.Event, seconds: float = 2.0) -> None:
-    """Let a source's first connection finish (at most ``seconds``) before it reports, so
-    that an exporter just started does not call every source down for a moment."""
-    if not ready.is_set():
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await ready.wait()
-
-
 class Source(Protocol):
     name: str
     interval: float

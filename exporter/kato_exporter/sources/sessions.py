@@ -5,7 +5,7 @@ Two modes:
 - ``redis`` (exact): Redis keyspace notifications on ``kato:session:session-*`` keys
   tell every create (``set`` of an unknown id), delete (``del``) and expiry
   (``expired``), across all KATO workers. Known ids are reconciled against KATO's
-  index (``SMEMBERS`` plus pipelined ``EXISTS``) at start, after every reconnect and
+  index (``SSCAN`` batches plus pipelined ``EXISTS``) at start, after every reconnect and
   every few minutes; never ``KEYS``, never a ``SCAN`` on a timer.
 - ``api`` (approximate, without Redis access): ``/ws/events`` for creates and
   deletes, ``/sessions/count`` for the number. KATO sends no event on expiry, and
@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
 import re
 import time
 import uuid
@@ -39,8 +38,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from kato_exporter.model import SessionEvent, SessionsSample
+from kato_exporter.sources.base import Backoff, Link, SourceError, first_contact
 from kato_exporter.sources.kato import KatoApi, field
-from kato_exporter.sources.runner import SourceError, first_contact
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +48,8 @@ KEY_PREFIX = "kato:session:"
 SESSION_KEYS = KEY_PREFIX + "session-*"
 INDEX = KEY_PREFIX + "_active_index"
 NOTIFY_FLAGS = "Kg$xe"  # keyspace channel; generic (del), string (set), expired, evicted
-EXISTS_BATCH = 1000
+SCAN_BATCH = 1000  # index members per SSCAN, each checked with one pipeline of EXISTS
+HEARTBEAT = 5.0  # seconds between round trips through the subscription
 
 
 class _Sessions:
@@ -62,6 +62,8 @@ class _Sessions:
     def __init__(
         self,
         emit: Callable[[SessionEvent], None],
+        what: str,
+        expected: tuple[type[Exception], ...],
         interval: float = 5.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -73,23 +75,18 @@ class _Sessions:
         self.events_total = dict.fromkeys(EVENTS, 0)
         self._emit = emit
         self._clock = clock
-        self._connected = False
-        self._ready = asyncio.Event()
-        self._problem = "not connected yet"
-        self._task: asyncio.Task[None] | None = None
+        backoff = Backoff(self.first_delay, self.max_delay)
+        self._link = Link(what, self._session, backoff, changed=self.changed, expected=expected)
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=self.name)
+        self._link.start()
 
     async def close(self) -> None:
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await self._link.close()
 
     async def collect(self) -> SessionsSample:
-        await first_contact(self._ready)
-        if not self._connected:
-            raise SourceError(self._problem)
+        await first_contact(self._link.ready)
+        self._link.check()
         return SessionsSample(self.mode, self.active, dict(self.events_total), self.index_stale)
 
     def _record(self, event: str) -> None:
@@ -97,33 +94,14 @@ class _Sessions:
         self._emit(SessionEvent(event, self._clock(), self.active))
         self.changed.set()
 
-    def _set_state(self, connected: bool, problem: str = "") -> None:
-        if connected and not self._connected:
-            log.info("sessions: following %s", self._describe())
-        elif not connected and self._connected:
-            log.warning("sessions: lost %s: %s", self._describe(), problem)
-        self._connected = connected
-        self._problem = problem
-        self._ready.set()
-        self.changed.set()
+    def _connected(self) -> None:
+        if not self._link.ready.is_set():
+            log.info("sessions: following %s", self._link.what)
+        self._link.connected()
 
-    def _describe(self) -> str:
+    async def _session(self) -> None:
+        """Connect and follow until the connection ends; raise why it did."""
         raise NotImplementedError
-
-    async def _session(self) -> str:
-        """Connect and follow until the connection is lost; return why, in one line."""
-        raise NotImplementedError
-
-    async def _run(self) -> None:
-        """Reconnect for ever, with exponential backoff and ±20 % jitter."""
-        delay = self.first_delay
-        while True:
-            problem = await self._session()
-            if self._connected:
-                delay = self.first_delay
-            self._set_state(False, problem)
-            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-            delay = min(delay * 2, self.max_delay)
 
 
 def redact(url: str) -> str:
@@ -142,27 +120,31 @@ class RedisSessions(_Sessions):
         emit: Callable[[SessionEvent], None],
         *,
         reconcile_interval: float = 300.0,
+        password: str | None = None,
+        configure: bool = True,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        super().__init__(emit, clock=clock)
+        super().__init__(emit, f"Redis keyspace events at {redact(redis_url)}", (RedisError,), clock=clock)
         self._url = redis_url
+        self._password = password
+        self._configure = configure
         self._reconcile_interval = reconcile_interval
         self.known: set[str] = set()
         self._touched: set[str] | None = None  # ids with events while a reconcile reads
         self._marker = f"kato-exporter:reconcile:{uuid.uuid4().hex}"
 
-    def _describe(self) -> str:
-        return f"Redis keyspace events at {redact(self._url)}"
-
-    async def _session(self) -> str:
+    async def _session(self) -> None:
         client = aioredis.from_url(
-            self._url, decode_responses=True, socket_timeout=self.timeout, socket_connect_timeout=self.timeout
+            self._url,
+            decode_responses=True,
+            socket_timeout=self.timeout,
+            socket_connect_timeout=self.timeout,
+            socket_keepalive=True,
+            health_check_interval=HEARTBEAT,  # redis-py PINGs an idle subscription connection
+            **({"password": self._password} if self._password else {}),
         )
         try:
             await self._follow(client)
-            return "the subscription ended"
-        except (TimeoutError, RedisError, OSError, SourceError) as exc:
-            return f"Redis at {redact(self._url)}: {exc}"
         finally:
             await client.aclose()
 
@@ -175,21 +157,22 @@ class RedisSessions(_Sessions):
             await pubsub.psubscribe(f"__keyspace@{db}__:{SESSION_KEYS}")
             await pubsub.subscribe(self._marker)
             await self._reconcile(client, pubsub, channel_prefix)
-            self._set_state(True)
+            self._connected()
             loop = asyncio.get_running_loop()
             next_reconcile = loop.time() + self._reconcile_interval
-            next_ping = loop.time() + 5
             while True:
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                if message is not None:
-                    self._on_message(message, channel_prefix)
-                now = loop.time()
-                if now >= next_reconcile:
+                heartbeat = loop.time() + HEARTBEAT
+                while (now := loop.time()) < heartbeat:
+                    message = await pubsub.get_message(
+                        ignore_subscribe_messages=True, timeout=heartbeat - now
+                    )
+                    if message is not None:
+                        self._on_message(message, channel_prefix)
+                if loop.time() >= next_reconcile:
                     await self._reconcile(client, pubsub, channel_prefix)
-                    next_reconcile = now + self._reconcile_interval
-                if now >= next_ping:  # a silent network would otherwise go unnoticed
-                    await client.ping()
-                    next_ping = now + 5
+                    next_reconcile = loop.time() + self._reconcile_interval
+                else:  # a half-open subscription would otherwise go unnoticed
+                    await self._round_trip(client, pubsub, channel_prefix)
         finally:
             await pubsub.aclose()  # type: ignore[no-untyped-call]
 
@@ -205,6 +188,12 @@ class RedisSessions(_Sessions):
         if not missing:
             return
         wanted = current + missing
+        if not self._configure:
+            raise SourceError(
+                f"keyspace notifications are off (notify-keyspace-events={current!r}) and "
+                f"--no-kato.redis-configure leaves CONFIG alone: set notify-keyspace-events {wanted} "
+                "in redis.conf (or CONFIG SET it)"
+            )
         try:
             await client.config_set("notify-keyspace-events", wanted)
         except ResponseError as exc:
@@ -272,31 +261,31 @@ class RedisSessions(_Sessions):
     async def _reconcile(self, client: aioredis.Redis, pubsub: Any, channel_prefix: str) -> None:
         """Make ``known`` match Redis, without inventing events for what was not seen.
 
-        Events that arrive while the index is read are applied as usual, and their
-        ids are left as the events say. A marker published after the reads comes
-        back on the subscription behind every event that happened before them.
+        KATO never prunes its index, so it is read in ``SSCAN`` batches, each checked with
+        pipelined ``EXISTS``: no command blocks Redis for long, whatever the index's size.
+        Events that arrive meanwhile are applied as usual, and their ids are left as the
+        events say; the round trip at the end sees every event that came before it.
         """
         self._touched = set()
-        ids = [str(member) for member in await client.smembers(INDEX)]
         live: set[str] = set()
-        for start in range(0, len(ids), EXISTS_BATCH):
-            batch = ids[start : start + EXISTS_BATCH]
-            async with client.pipeline(transaction=False) as pipe:
-                for session_id in batch:
-                    pipe.exists(KEY_PREFIX + session_id)
-                found = await pipe.execute()
-            live.update(session_id for session_id, exists in zip(batch, found, strict=True) if exists)
-        token = uuid.uuid4().hex
-        await client.publish(self._marker, token)
-        deadline = asyncio.get_running_loop().time() + self.timeout
+        cursor = 0
         while True:
-            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-            if message is not None and message["type"] == "message" and message["data"] == token:
+            cursor, members = await client.sscan(INDEX, cursor, count=SCAN_BATCH)
+            batch = [str(member) for member in members]
+            if batch:
+                async with client.pipeline(transaction=False) as pipe:
+                    for session_id in batch:
+                        pipe.exists(KEY_PREFIX + session_id)
+                    found = await pipe.execute()
+                live.update(session_id for session_id, exists in zip(batch, found, strict=True) if exists)
+            while (
+                message := await pubsub.get_message(ignore_subscribe_messages=True, timeout=0)
+            ) is not None:
+                self._on_message(message, channel_prefix)  # keep Redis' buffer for us short
+            if cursor == 0:
                 break
-            if message is not None:
-                self._on_message(message, channel_prefix)
-            if asyncio.get_running_loop().time() > deadline:
-                raise SourceError("the reconcile marker did not come back on the subscription")
+        indexed = await client.scard(INDEX)
+        await self._round_trip(client, pubsub, channel_prefix)
         touched, self._touched = self._touched, None
         appeared = live - self.known - touched
         vanished = self.known - live - touched
@@ -310,7 +299,37 @@ class RedisSessions(_Sessions):
         self.known |= appeared
         self.known -= vanished
         self.active = len(self.known)
-        self.index_stale = len(ids) - len(live)
+        self.index_stale = max(0, indexed - len(live))
+
+    async def _apply(self, pubsub: Any, channel_prefix: str, seconds: float) -> None:
+        """Apply the subscription's messages for ``seconds`` (0: those already there)."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + seconds
+        while True:
+            wait = max(0.0, end - loop.time())
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=wait)
+            if message is not None:
+                self._on_message(message, channel_prefix)
+            elif loop.time() >= end:
+                return
+
+    async def _round_trip(self, client: aioredis.Redis, pubsub: Any, channel_prefix: str) -> None:
+        """Publish a token on our own channel and apply every message until it comes back:
+        the subscription is alive, and every event before the token has been seen."""
+        token = uuid.uuid4().hex
+        await client.publish(self._marker, token)
+        try:
+            async with asyncio.timeout(self.timeout):
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if message is not None and message["type"] == "message" and message["data"] == token:
+                        return
+                    if message is not None:
+                        self._on_message(message, channel_prefix)
+        except TimeoutError:
+            raise SourceError(
+                f"the subscription is silent: our own message did not come back within {self.timeout:g}s"
+            ) from None
 
 
 class ApiSessions(_Sessions):
@@ -328,12 +347,15 @@ class ApiSessions(_Sessions):
         interval: float = 5.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        super().__init__(emit, interval=interval, clock=clock)
+        super().__init__(
+            emit,
+            f"{api.url}/ws/events (counts may drift, expiries and other workers' events are missed)",
+            (aiohttp.ClientError, ValueError),
+            interval=interval,
+            clock=clock,
+        )
         self._api = api
         self._last_event = -1e9  # monotonic time of the last WebSocket event
-
-    def _describe(self) -> str:
-        return f"{self._api.url}/ws/events (counts may drift, expiries and other workers' events are missed)"
 
     async def collect(self) -> SessionsSample:
         # KATO caches its count 5 s: right after an event it would undo the event's change.
@@ -343,13 +365,9 @@ class ApiSessions(_Sessions):
                 self.active = field(count, "/sessions/count", "active_session_count", int)
         return await super().collect()
 
-    async def _session(self) -> str:
-        try:
-            async with self._api.session.ws_connect(self._api.url + "/ws/events", heartbeat=20) as ws:
-                await self._follow(ws)
-            return "KATO closed /ws/events"
-        except (TimeoutError, aiohttp.ClientError, SourceError, ValueError) as exc:
-            return f"{self._api.url}/ws/events: {exc or type(exc).__name__}"
+    async def _session(self) -> None:
+        async with self._api.session.ws_connect(self._api.url + "/ws/events", heartbeat=20) as ws:
+            await self._follow(ws)
 
     async def _follow(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         async for message in ws:
@@ -359,7 +377,7 @@ class ApiSessions(_Sessions):
             kind = frame.get("event_type") if isinstance(frame, dict) else None
             if kind == "state.snapshot":
                 self.active = field(frame.get("data"), "/ws/events", "active_sessions", int)
-                self._set_state(True)
+                self._connected()
             elif kind in ("session.created", "session.destroyed"):
                 self._last_event = time.monotonic()
                 created = kind == "session.created"
