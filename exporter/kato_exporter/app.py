@@ -74,6 +74,9 @@ def build_sources(config: Config, emit: Callable[[SessionEvent], None]) -> list[
                 procfs=config.path.procfs,
                 rootfs=config.path.rootfs,
                 mount_exclude=config.collector.host.mount_exclude,
+                fs_types_exclude=config.collector.host.fs_types_exclude,
+                device_exclude=config.collector.host.device_exclude,
+                mount_timeout=config.collector.host.mount_timeout,
             )
         )
     if config.kato.url:

@@ -23,6 +23,12 @@ ENV_PREFIX = "KATO_EXPORTER_"
 # "kato", or compose's "<project>-kato-1"; not "kato-redis".
 DEFAULT_KATO_CONTAINER = r"(.+[-_])?kato([-_][0-9]+)?"
 DEFAULT_MOUNT_EXCLUDE = r"/(dev|proc|run|sys|var/lib/docker/.+|var/lib/containers/.+)($|/.*)"
+DEFAULT_FS_TYPES_EXCLUDE = (
+    r"autofs|binfmt_misc|bpf|cgroup2?|configfs|debugfs|devpts|devtmpfs|fusectl|hugetlbfs|iso9660"
+    r"|mqueue|nsfs|overlay|proc|procfs|pstore|rpc_pipefs|securityfs|selinuxfs|squashfs|sysfs|tracefs"
+)
+# Container veth ends come and go with containers: as host series they would churn.
+DEFAULT_DEVICE_EXCLUDE = r"lo|veth.+"
 
 
 class ConfigError(Exception):
@@ -186,6 +192,15 @@ class HostConfig:
     interval: float = setting(1.0, parse_duration, "Refresh interval of host numbers.")
     mount_exclude: re.Pattern[str] = setting(
         re.compile(DEFAULT_MOUNT_EXCLUDE), parse_regex, "Mount points to ignore (anchored regex)."
+    )
+    fs_types_exclude: re.Pattern[str] = setting(
+        re.compile(DEFAULT_FS_TYPES_EXCLUDE), parse_regex, "Filesystem types to ignore (anchored regex)."
+    )
+    mount_timeout: float = setting(
+        5.0, parse_duration, "How long a filesystem's statfs may take before the mount is skipped."
+    )
+    device_exclude: re.Pattern[str] = setting(
+        re.compile(DEFAULT_DEVICE_EXCLUDE), parse_regex, "Network devices to ignore (anchored regex)."
     )
 
 

@@ -58,6 +58,7 @@ class Filesystem:
     fstype: str
     size_bytes: int
     used_bytes: int
+    unresponsive: bool = False  # statfs did not answer in time: sizes unknown
 
 
 @dataclass(frozen=True)

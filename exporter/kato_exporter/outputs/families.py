@@ -254,13 +254,19 @@ def host_families(h: HostSample) -> Iterator[Metric]:
         "kato_host_filesystem_size_bytes",
         "Filesystem size.",
         fs_labels,
-        (([f.mountpoint, f.fstype], f.size_bytes) for f in h.filesystems),
+        (([f.mountpoint, f.fstype], f.size_bytes) for f in h.filesystems if not f.unresponsive),
     )
     yield gauge(
         "kato_host_filesystem_used_bytes",
         "Filesystem space in use.",
         fs_labels,
-        (([f.mountpoint, f.fstype], f.used_bytes) for f in h.filesystems),
+        (([f.mountpoint, f.fstype], f.used_bytes) for f in h.filesystems if not f.unresponsive),
+    )
+    yield gauge(
+        "kato_host_filesystem_device_error",
+        "1 when the filesystem's statfs did not answer in time (its sizes are left out).",
+        fs_labels,
+        (([f.mountpoint, f.fstype], float(f.unresponsive)) for f in h.filesystems),
     )
     devices = sorted(h.network.items())
     yield counter(

@@ -13,13 +13,21 @@ Yields::
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import queue
 import re
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import replace
 
 import psutil
 
-from kato_exporter.config import DEFAULT_MOUNT_EXCLUDE
+from kato_exporter.config import DEFAULT_DEVICE_EXCLUDE, DEFAULT_FS_TYPES_EXCLUDE, DEFAULT_MOUNT_EXCLUDE
 from kato_exporter.model import Filesystem, HostSample
+
+log = logging.getLogger(__name__)
 
 
 class HostSource:
@@ -32,19 +40,30 @@ class HostSource:
         procfs: str = "/proc",
         rootfs: str = "/",
         mount_exclude: re.Pattern[str] = re.compile(DEFAULT_MOUNT_EXCLUDE),
+        fs_types_exclude: re.Pattern[str] = re.compile(DEFAULT_FS_TYPES_EXCLUDE),
+        device_exclude: re.Pattern[str] = re.compile(DEFAULT_DEVICE_EXCLUDE),
+        mount_timeout: float = 5.0,
     ) -> None:
         self.interval = interval
-        self.timeout = max(5.0, interval * 5)
+        self.timeout = max(5.0, interval * 5) + mount_timeout
+        self._procfs = procfs
         self._rootfs = rootfs
         self._mount_exclude = mount_exclude
+        self._fs_types_exclude = fs_types_exclude
+        self._device_exclude = device_exclude
+        self._sizes = MountSizes(mount_timeout)
         psutil.PROCFS_PATH = procfs  # psutil reads this module-wide setting
         self._last_cpu = psutil.cpu_times()
 
     async def collect(self) -> HostSample:
-        # statvfs on a hung network mount would block: keep it off the event loop.
-        return await asyncio.to_thread(self._sample)
+        sample = await asyncio.to_thread(self._sample)
+        return replace(sample, filesystems=await self._sizes.measure(sample.filesystems, self._rootfs))
+
+    async def close(self) -> None:
+        self._sizes.close()
 
     def _sample(self) -> HostSample:
+        """Everything but the filesystems' sizes, which ``MountSizes`` measures."""
         cpu = psutil.cpu_times()
         memory = psutil.virtual_memory()
         swap = psutil.swap_memory()
@@ -52,7 +71,7 @@ class HostSource:
         network = {
             name: (c.bytes_recv, c.bytes_sent)
             for name, c in psutil.net_io_counters(pernic=True).items()
-            if name != "lo"
+            if not self._device_exclude.fullmatch(name)
         }
         ratio = _busy_ratio(self._last_cpu, cpu)
         self._last_cpu = cpu
@@ -72,18 +91,122 @@ class HostSource:
         )
 
     def _filesystems(self) -> list[Filesystem]:
+        """The host's mounts as PID 1 sees them (as node_exporter reads them, so that in a
+        container it is the host's, not the container's), sizes not measured yet."""
         seen: set[str] = set()
         result = []
-        for part in psutil.disk_partitions(all=False):
-            if part.mountpoint in seen or self._mount_exclude.fullmatch(part.mountpoint):
+        for mountpoint, fstype in read_mounts(self._procfs):
+            if (
+                mountpoint in seen
+                or self._mount_exclude.fullmatch(mountpoint)
+                or self._fs_types_exclude.fullmatch(fstype)
+            ):
                 continue
-            seen.add(part.mountpoint)
-            try:
-                usage = psutil.disk_usage(os.path.join(self._rootfs, part.mountpoint.lstrip("/")))
-            except OSError:
-                continue  # unmounted meanwhile, or not visible from here
-            result.append(Filesystem(part.mountpoint, part.fstype, usage.total, usage.used))
+            seen.add(mountpoint)
+            result.append(Filesystem(mountpoint, fstype, 0, 0))
         return result
+
+
+def read_mounts(procfs: str) -> list[tuple[str, str]]:
+    """(mount point, type) of each mount in ``<procfs>/1/mounts``, else ``self/mounts``."""
+    for pid in ("1", "self"):
+        try:
+            with open(os.path.join(procfs, pid, "mounts")) as f:
+                lines = f.read().splitlines()
+        except OSError:
+            continue
+        return [
+            (_unescape(fields[1]), fields[2])
+            for fields in (line.split() for line in lines)
+            if len(fields) >= 3
+        ]
+    return []
+
+
+def _unescape(field: str) -> str:
+    """The kernel writes a space in a mount point as \\040 (octal escapes)."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), field)
+
+
+class MountSizes:
+    """statvfs of each mount in a small thread pool of its own, each call with a timeout.
+
+    A mount whose statvfs does not answer in time (a hung NFS or FUSE server) is reported
+    (``Filesystem.unresponsive``) and not asked again until that call returns, as
+    node_exporter does: it never holds up the other mounts, cgroup reads or rendering.
+    """
+
+    def __init__(self, timeout: float, workers: int = 4) -> None:
+        self._timeout = timeout
+        self._pool = DaemonPool(workers, "statfs")
+        self._stuck: dict[str, Future[object]] = {}
+
+    async def measure(self, mounts: tuple[Filesystem, ...], rootfs: str) -> tuple[Filesystem, ...]:
+        calls: dict[str, Future[object]] = {}
+        for fs in mounts:
+            stuck = self._stuck.get(fs.mountpoint)
+            if stuck is None or stuck.done():
+                self._stuck.pop(fs.mountpoint, None)
+                path = os.path.join(rootfs, fs.mountpoint.lstrip("/"))
+                calls[fs.mountpoint] = self._pool.submit(os.statvfs, path)
+        if calls:
+            await asyncio.wait([asyncio.wrap_future(call) for call in calls.values()], timeout=self._timeout)
+        result = []
+        for fs in mounts:
+            call = calls.get(fs.mountpoint)
+            if call is None or not call.done():
+                if call is not None:
+                    log.warning(
+                        "statfs of %s did not answer within %gs: skipped until it does",
+                        fs.mountpoint,
+                        self._timeout,
+                    )
+                    self._stuck[fs.mountpoint] = call
+                result.append(replace(fs, unresponsive=True))
+            elif call.exception() is None:  # else unmounted meanwhile, or not visible from here
+                st: os.statvfs_result = call.result()  # type: ignore[assignment]
+                size = st.f_blocks * st.f_frsize
+                result.append(replace(fs, size_bytes=size, used_bytes=size - st.f_bfree * st.f_frsize))
+        return tuple(result)
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+Call = tuple[Future[object], Callable[[], object]]
+
+
+class DaemonPool:
+    """A few daemon threads taking calls from a queue. Unlike ThreadPoolExecutor's threads,
+    which the interpreter joins at exit, a call that never returns does not hold up the exit."""
+
+    def __init__(self, workers: int, name: str) -> None:
+        self._calls: queue.SimpleQueue[tuple[Future[object], Callable[[], object]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._workers = [
+            threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True) for i in range(workers)
+        ]
+        for worker in self._workers:
+            worker.start()
+
+    def submit(self, function: Callable[..., object], *args: object) -> Future[object]:
+        future: Future[object] = Future()
+        self._calls.put((future, lambda: function(*args)))
+        return future
+
+    def close(self) -> None:
+        for _ in self._workers:
+            self._calls.put(None)
+
+    def _work(self) -> None:
+        while (call := self._calls.get()) is not None:
+            future, function = call
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(function())
+                except BaseException as exc:
+                    future.set_exception(exc)
 
 
 def _busy_ratio(before: psutil._common.scputimes, after: psutil._common.scputimes) -> float:
