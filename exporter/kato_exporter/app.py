@@ -12,12 +12,13 @@ from typing import Any
 from aiohttp import web
 
 from kato_exporter import __version__
-from kato_exporter.config import Config
+from kato_exporter.config import Config, read_secret
 from kato_exporter.hub import Hub
 from kato_exporter.model import SessionEvent
 from kato_exporter.outputs.exposition import Exposition
 from kato_exporter.outputs.families import default_builders
 from kato_exporter.outputs.web import make_app
+from kato_exporter.outputs.webconfig import load_web_config
 from kato_exporter.sources.accesslog import AccessLogSource
 from kato_exporter.sources.alertmanager import AlertInbox
 from kato_exporter.sources.containers import ContainerFilter, ContainersSource
@@ -89,7 +90,15 @@ def kato_sources(config: Config, emit: Callable[[SessionEvent], None]) -> list[A
     api = KatoApi(kato.url, kato.timeout)
     sources: list[Any] = [KatoSource(api, kato.interval)]
     if kato.redis_url:
-        sources.append(RedisSessions(kato.redis_url, emit, reconcile_interval=kato.reconcile_interval))
+        sources.append(
+            RedisSessions(
+                kato.redis_url,
+                emit,
+                reconcile_interval=kato.reconcile_interval,
+                password=read_secret(kato.redis_password_file) if kato.redis_password_file else None,
+                configure=kato.redis_configure,
+            )
+        )
     else:
         log.warning(
             "no --kato.redis-url: sessions come from KATO's count and /ws/events; counts may drift "
@@ -116,20 +125,29 @@ def split_address(address: str) -> tuple[str | None, int]:
 async def serve(config: Config, stop: asyncio.Event, hub: Hub | None = None) -> None:
     """Run until ``stop`` is set (``hub``: to watch it from the same process, as benchmarks do)."""
     hub = hub or Hub()
-    inbox = AlertInbox(hub.publish)
-    sources: list[Source] = [*build_sources(config, hub.publish), inbox]
+    security = load_web_config(config.web.config_file)
+    sources: list[Source] = build_sources(config, hub.publish)
+    token, inbox = "", None
+    if config.alertmanager.token_file:
+        token, inbox = read_secret(config.alertmanager.token_file), AlertInbox(hub.publish)
+        sources.append(inbox)
+    else:
+        log.info("Alertmanager webhook off: no --alertmanager.token-file")
     exposition = Exposition(hub, default_builders(config.collector.containers.info_labels))
-    app = make_app(hub, exposition, frozenset(s.name for s in sources), config.web.telemetry_path, inbox)
+    names = frozenset(s.name for s in sources)
+    app = make_app(hub, exposition, names, config.web.telemetry_path, inbox, token, security.users)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     host, port = split_address(config.web.listen_address)
-    await web.TCPSite(runner, host, port).start()
+    await web.TCPSite(runner, host, port, ssl_context=security.tls).start()
     log.info(
-        "kato-exporter %s listening on http://%s:%d%s (sources: %s)",
+        "kato-exporter %s listening on %s://%s:%d%s%s (sources: %s)",
         __version__,
+        "https" if security.tls else "http",
         host or "0.0.0.0",
         port,
         config.web.telemetry_path,
+        ", basic auth" if security.users else "",
         ", ".join(s.name for s in sources) or "none",
     )
     for source in sources:

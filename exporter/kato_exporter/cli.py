@@ -9,7 +9,8 @@ import sys
 from collections.abc import Sequence
 
 from kato_exporter import __version__
-from kato_exporter.config import ConfigError, leaves, load
+from kato_exporter.config import ConfigError, leaves, load, redact
+from kato_exporter.outputs.webconfig import load_web_config
 
 log = logging.getLogger("kato_exporter")
 
@@ -48,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_only = args.pop("check_config")
     try:
         config = load({k: v for k, v in args.items() if v is not None}, os.environ, config_file)
+        load_web_config(config.web.config_file)  # checked here, so that a bad one exits 2
     except ConfigError as exc:
         print(f"kato-exporter: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -55,15 +57,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"configuration OK{f' ({config_file})' if config_file else ''}")
         for leaf in leaves():
             value = _lookup(config, leaf.key)
-            print(f"  {leaf.key} = {getattr(value, 'pattern', value)!r}")
+            shown = getattr(value, "pattern", value)
+            print(f"  {leaf.key} = {redact(repr(shown))}")
         return 0
-    logging.basicConfig(
-        level=config.log.level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    handler = logging.StreamHandler()
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=config.log.level.upper(), handlers=[handler])
     from kato_exporter.app import run  # imported late: --help and --check-config stay light
 
     return run(config)
+
+
+class RedactingFormatter(logging.Formatter):
+    """No password in a URL reaches the log, whichever library wrote the message."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
 
 
 def _lookup(config: object, key: str) -> object:

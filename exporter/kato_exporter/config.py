@@ -107,6 +107,34 @@ def parse_listen_address(raw: Any) -> str:
     return text
 
 
+def parse_path(raw: Any) -> str:
+    text = parse_str(raw)
+    if not re.fullmatch(r"/[A-Za-z0-9._~/-]*", text) or text in ("/", "/-/healthy", "/-/ready"):
+        raise ValueError(f"expected a path such as /metrics (not /, /-/healthy or /-/ready), got {raw!r}")
+    return text
+
+
+def parse_file(raw: Any) -> str:
+    """A readable file, or the empty string (meaning: none)."""
+    text = parse_str(raw)
+    if text and not os.access(text, os.R_OK):
+        reason = "does not exist" if not os.path.exists(text) else "cannot be read"
+        raise ValueError(f"{text} {reason}")
+    return text
+
+
+def read_secret(path: str) -> str:
+    """A secret from its file, without the trailing newline editors add."""
+    with open(path) as f:
+        return f.read().rstrip("\r\n")
+
+
+def redact(text: str) -> str:
+    """``text`` with the passwords of any URLs in it (``user:pass@``, ``?password=``) masked."""
+    text = re.sub(r"(//[^:@/\s]*):[^@/\s]+@", r"\1:***@", text)
+    return re.sub(r"([?&](?:password|pass|pwd|token)=)[^&\s]*", r"\1***", text, flags=re.IGNORECASE)
+
+
 def url_of(*schemes: str) -> Callable[[Any], str]:
     """A URL with one of ``schemes``, or the empty string (meaning: off)."""
 
@@ -138,7 +166,14 @@ def setting(default: Any, parse: Callable[[Any], Any], help: str, flag: str | No
 @dataclass(frozen=True)
 class WebConfig:
     listen_address: str = setting(":9817", parse_listen_address, "Address to listen on, [host]:port.")
-    telemetry_path: str = setting("/metrics", parse_str, "Path under which to expose metrics.")
+    telemetry_path: str = setting("/metrics", parse_path, "Path under which to expose metrics.")
+    config_file: str = setting(
+        "",
+        parse_file,
+        "TLS and basic auth for every endpoint: a web config file as node_exporter's "
+        "(tls_server_config, basic_auth_users with bcrypt hashes).",
+        flag="web.config.file",
+    )
 
 
 @dataclass(frozen=True)
@@ -218,6 +253,16 @@ class KatoConfig:
         url_of("redis", "rediss", "unix"),
         "Redis holding KATO's sessions: exact counts and events. Without it: KATO's count and /ws/events.",
     )
+    redis_password_file: str = setting(
+        "", parse_file, "File holding the Redis password (instead of one in --kato.redis-url)."
+    )
+    redis_configure: bool = setting(
+        True,
+        parse_bool,
+        "Turn Redis keyspace notifications on with CONFIG SET when they are off "
+        "(--no-kato.redis-configure: leave CONFIG alone and say what to set).",
+        flag="kato.redis-configure",
+    )
     reconcile_interval: float = setting(
         300.0, parse_duration, "How often known sessions are checked against KATO's index."
     )
@@ -236,6 +281,15 @@ class KatoConfig:
 
 
 @dataclass(frozen=True)
+class AlertmanagerConfig:
+    token_file: str = setting(
+        "",
+        parse_file,
+        "File holding the bearer token Alertmanager's webhook must send; the webhook is off without it.",
+    )
+
+
+@dataclass(frozen=True)
 class CollectorConfig:
     containers: ContainersConfig = field(default_factory=ContainersConfig)
     host: HostConfig = field(default_factory=HostConfig)
@@ -249,6 +303,7 @@ class Config:
     path: PathConfig = field(default_factory=PathConfig)
     collector: CollectorConfig = field(default_factory=CollectorConfig)
     kato: KatoConfig = field(default_factory=KatoConfig)
+    alertmanager: AlertmanagerConfig = field(default_factory=AlertmanagerConfig)
 
 
 # --- deriving keys, flags and env vars --------------------------------------------

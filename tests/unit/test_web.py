@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import gzip
 
+import aiohttp
+import bcrypt
 import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
 
@@ -173,7 +175,7 @@ async def test_rendered_ahead_for_formats_asked_lately():
     first = await renderer.get(fmt)  # the first scrape renders on demand
     assert renderer.renders == 1
     now[0] += 5  # Prometheus-like: the next scrape 5 s later, new snapshots in between
-    await hub.update("containers", SAMPLE, SourceHealth(up=True))
+    await hub.update("containers", ContainersSample((), "cgroup"), SourceHealth(up=True))
     await settle(until=lambda: renderer.renders == 2, seconds=5)
     assert renderer.renders == 2  # rendered ahead of the scrape
     assert await renderer.get(fmt) != first
@@ -197,6 +199,8 @@ async def test_concurrent_scrapes_of_a_new_snapshot_render_once():
     renderer.close()
 
 
+TOKEN = "s3cret-token"
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
 NOTIFICATION = {
     "version": "4",
     "status": "firing",
@@ -225,8 +229,10 @@ async def test_alertmanager_webhook_publishes_and_counts(aiohttp_client):
     inbox = AlertInbox(hub.publish)
     runner = asyncio.create_task(run_source(inbox, hub))
     events = hub.subscribe()
-    c = await aiohttp_client(make_app(hub, Renderer(hub, default_builders()), frozenset(), inbox=inbox))
-    assert (await c.post("/api/v1/alertmanager", json=NOTIFICATION)).status == 204
+    c = await aiohttp_client(
+        make_app(hub, Renderer(hub, default_builders()), frozenset(), inbox=inbox, token=TOKEN)
+    )
+    assert (await c.post("/api/v1/alertmanager", json=NOTIFICATION, headers=BEARER)).status == 204
     notice = events.get_nowait()
     assert (notice.status, notice.name, notice.severity, notice.legacy_type) == (
         "firing",
@@ -254,9 +260,61 @@ async def test_alertmanager_webhook_publishes_and_counts(aiohttp_client):
 async def test_alertmanager_webhook_rejects_bad_bodies(aiohttp_client, body, error):
     hub = Hub()
     c = await aiohttp_client(
-        make_app(hub, Renderer(hub, default_builders()), frozenset(), inbox=AlertInbox(hub.publish))
+        make_app(
+            hub, Renderer(hub, default_builders()), frozenset(), inbox=AlertInbox(hub.publish), token=TOKEN
+        )
     )
-    response = await c.post("/api/v1/alertmanager", data=body)
+    response = await c.post("/api/v1/alertmanager", data=body, headers=BEARER)
     assert response.status == 400
     assert error in (await response.json())["error"]
     assert (await c.get("/-/healthy")).status == 200
+
+
+async def test_alertmanager_webhook_needs_its_token_and_limits_the_body(aiohttp_client):
+    hub = Hub()
+    events = hub.subscribe()
+    app = make_app(
+        hub, Renderer(hub, default_builders()), frozenset(), inbox=AlertInbox(hub.publish), token=TOKEN
+    )
+    c = await aiohttp_client(app)
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}):
+        response = await c.post("/api/v1/alertmanager", json=NOTIFICATION, headers=headers)
+        assert response.status == 401
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+    big = {**NOTIFICATION, "padding": "x" * (5 * 2**20)}
+    assert (await c.post("/api/v1/alertmanager", json=big, headers=BEARER)).status == 413
+    assert events.empty()  # nothing of the refused requests was published
+    assert (await c.post("/api/v1/alertmanager", json=NOTIFICATION, headers=BEARER)).status == 204
+
+
+async def test_no_webhook_without_a_token(aiohttp_client):
+    hub = Hub()
+    app = make_app(hub, Renderer(hub, default_builders()), frozenset(), inbox=AlertInbox(hub.publish))
+    c = await aiohttp_client(app)
+    assert (await c.post("/api/v1/alertmanager", json=NOTIFICATION, headers=BEARER)).status in (404, 405)
+
+
+async def test_basic_auth_on_every_endpoint_but_the_webhook(aiohttp_client):
+    hub = Hub()
+    users = {"prometheus": bcrypt.hashpw(b"right", bcrypt.gensalt(4)).replace(b"$2b$", b"$2y$")}
+    app = make_app(
+        hub,
+        Renderer(hub, default_builders()),
+        frozenset(),
+        inbox=AlertInbox(hub.publish),
+        token=TOKEN,
+        users=users,
+    )
+    c = await aiohttp_client(app)
+    for path in ("/", "/metrics", "/-/healthy", "/-/ready"):
+        assert (await c.get(path)).status == 401
+        for user, password, status in (
+            ("prometheus", "wrong", 401),
+            ("nobody", "right", 401),
+            ("prometheus", "right", 200),
+        ):
+            auth = {"Authorization": aiohttp.encode_basic_auth(user, password)}
+            assert (await c.get(path, headers=auth)).status == status
+    response = await c.get("/metrics", headers={"Authorization": "Basic !!notbase64"})
+    assert response.headers["WWW-Authenticate"].startswith("Basic")
+    assert (await c.post("/api/v1/alertmanager", json=NOTIFICATION, headers=BEARER)).status == 204

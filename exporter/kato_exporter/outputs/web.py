@@ -6,8 +6,10 @@ reach a source.
 
 from __future__ import annotations
 
+import hmac
 import html
 import time
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -15,6 +17,7 @@ from aiohttp import web
 from kato_exporter import __version__
 from kato_exporter.hub import Hub
 from kato_exporter.outputs.exposition import Exposition
+from kato_exporter.outputs.webconfig import BasicAuth
 
 HUB = web.AppKey("hub", Hub)
 EXPOSITION = web.AppKey("exposition", Exposition)
@@ -37,12 +40,21 @@ class Inbox(Protocol):
 
 
 INBOX = web.AppKey("inbox", Inbox)
+TOKEN = web.AppKey("token", str)
+WEBHOOK_PATH = "/api/v1/alertmanager"
+WEBHOOK_MAX_BYTES = 4 * 2**20  # a notification of a few thousand alerts; larger bodies get 413
 
 
 async def alertmanager_webhook(request: web.Request) -> web.Response:
-    """Alertmanager's webhook receiver: 204 when taken, 400 saying why when not."""
+    """Alertmanager's webhook receiver: 204 when taken; 401 without the bearer token, 413
+    for a body over WEBHOOK_MAX_BYTES, 400 saying why for anything else it cannot take."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), request.app[TOKEN].encode()):
+        return web.json_response(
+            {"error": "a bearer token is required"}, status=401, headers={"WWW-Authenticate": "Bearer"}
+        )
     try:
-        body = await request.json()
+        body = await request.json()  # over the app's client_max_size: 413
     except ValueError:
         return web.json_response({"error": "body is not JSON"}, status=400)
     try:
@@ -97,8 +109,12 @@ def make_app(
     sources: frozenset[str],
     telemetry_path: str = "/metrics",
     inbox: Inbox | None = None,
+    token: str = "",
+    users: Mapping[str, bytes] | None = None,
 ) -> web.Application:
-    app = web.Application()
+    """The app; the webhook only with an ``inbox`` and a ``token``; basic auth with ``users``."""
+    middlewares = [BasicAuth(users, exempt=frozenset({WEBHOOK_PATH})).middleware] if users else []
+    app = web.Application(client_max_size=WEBHOOK_MAX_BYTES, middlewares=middlewares)
     app[HUB] = hub
     app[EXPOSITION] = exposition
     app[SOURCES] = sources
@@ -107,7 +123,8 @@ def make_app(
     app.router.add_get(telemetry_path, metrics)
     app.router.add_get("/-/healthy", healthy)
     app.router.add_get("/-/ready", ready)
-    if inbox is not None:
+    if inbox is not None and token:
         app[INBOX] = inbox
-        app.router.add_post("/api/v1/alertmanager", alertmanager_webhook)
+        app[TOKEN] = token
+        app.router.add_post(WEBHOOK_PATH, alertmanager_webhook)
     return app

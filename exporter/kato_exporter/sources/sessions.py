@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 import time
 import uuid
 from collections.abc import Callable
@@ -37,6 +36,7 @@ import aiohttp
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
+from kato_exporter.config import redact
 from kato_exporter.model import SessionEvent, SessionsSample
 from kato_exporter.sources.base import Backoff, Link, SourceError, first_contact
 from kato_exporter.sources.kato import KatoApi, field
@@ -102,11 +102,6 @@ class _Sessions:
     async def _session(self) -> None:
         """Connect and follow until the connection ends; raise why it did."""
         raise NotImplementedError
-
-
-def redact(url: str) -> str:
-    """The URL without its password, fit for logs."""
-    return re.sub(r"//([^:@/]*):[^@/]*@", r"//\1:***@", url)
 
 
 class RedisSessions(_Sessions):
