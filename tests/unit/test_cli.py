@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from tests.conftest import free_port
+
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -107,7 +109,7 @@ def test_logs_redact_passwords():
             sys.executable,
             "-m",
             "kato_exporter",
-            "--web.listen-address=127.0.0.1:0",
+            f"--web.listen-address=127.0.0.1:{free_port()}",
             "--no-collector.containers",
             "--no-collector.host",
             "--kato.url=http://127.0.0.1:9",
