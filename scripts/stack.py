@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -92,10 +93,21 @@ def render(s: Settings) -> tuple[Path, Path]:
     for receiver in am["receivers"]:
         for hook in receiver.get("webhook_configs", []):
             hook["url"] = f"http://localhost:{s.exporter_port}/api/v1/alertmanager"
+            hook["http_config"]["authorization"]["credentials_file"] = str(webhook_token(s))
         for mail in receiver.get("email_configs", []):
             mail["to"] = s.email_to or mail["to"]
     (alertmanager / "alertmanager.yml").write_text(yaml.safe_dump(am, sort_keys=False))
     return prometheus / "prometheus.yml", alertmanager / "alertmanager.yml"
+
+
+def webhook_token(s: Settings) -> Path:
+    """The token Alertmanager sends to the exporter's webhook: made on first start, kept after."""
+    path = s.state / "secrets" / "webhook_token"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(32) + "\n")
+    return path
 
 
 @dataclass
@@ -136,6 +148,7 @@ def start(s: Settings) -> list[Program]:
                 "-m",
                 "kato_exporter",
                 f"--web.listen-address={s.host}:{s.exporter_port}",
+                f"--alertmanager.token-file={webhook_token(s)}",
                 *s.exporter_args,
             ],
         ),

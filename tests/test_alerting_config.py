@@ -125,5 +125,16 @@ def test_rendered_configs_stay_valid(tmp_path):
     assert am["global"]["smtp_auth_password_file"] == "/run/secrets/smtp"
     hooks = [h["url"] for r in am["receivers"] for h in r.get("webhook_configs", [])]
     assert set(hooks) == {"http://localhost:19817/api/v1/alertmanager"}
+    token = settings.state / "secrets" / "webhook_token"
+    assert token.stat().st_mode & 0o777 == 0o600 and len(token.read_text().strip()) >= 32
+    tokens = {
+        h["http_config"]["authorization"]["credentials_file"]
+        for r in am["receivers"]
+        for h in r.get("webhook_configs", [])
+    }
+    assert tokens == {str(token)}
+    before = token.read_text()
+    render(settings)
+    assert token.read_text() == before  # kept across restarts
     targets = yaml.safe_load((prometheus.parent / "targets" / "local.yml").read_text())
     assert targets == [{"targets": ["localhost:19817"]}]
