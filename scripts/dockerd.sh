@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# dockerd for tests and benchmarks: start | stop | restart. Leaves a dockerd it did not start alone.
+# dockerd for tests and benchmarks: start. Uses the dockerd that answers, else starts one.
+# It never stops a daemon: tests that stop or break one start their own (test_docker_failures.py).
 set -euo pipefail
 LOG=${DOCKERD_LOG:-/tmp/kato-dockerd.log}
 
@@ -21,18 +22,7 @@ start() {
   return 1
 }
 
-stop() {
-  pkill -TERM -x dockerd || return 0
-  for _ in $(seq 300); do
-    pgrep -x dockerd >/dev/null || return 0
-    sleep 0.1
-  done
-  pkill -KILL -x dockerd || true
-}
-
 case "${1:-}" in
   start) start ;;
-  stop) stop ;;
-  restart) stop; start ;;
-  *) echo "usage: $0 start|stop|restart" >&2; exit 2 ;;
+  *) echo "usage: $0 start" >&2; exit 2 ;;
 esac

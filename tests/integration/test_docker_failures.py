@@ -1,31 +1,90 @@
-"""The failure policy against a real dockerd: stopped, restarted, and refused."""
+"""The failure policy against a real dockerd that is stopped, restarted and refused.
+
+The dockerd here is the test's own (its own socket, data root, exec root and pidfile, no
+networking of its own): stopping or breaking it touches no other daemon on the machine.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, RUN_LABEL, Exporter, wait_for
+from tests.conftest import IMAGE, Exporter, wait_for
 
 pytestmark = pytest.mark.integration
 
-SOCKET = "/var/run/docker.sock"
+
+class PrivateDockerd:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.url = f"unix://{root / 'docker.sock'}"
+        self.log = root / "dockerd.log"
+        self.command = [
+            "dockerd",
+            f"--host={self.url}",
+            f"--data-root={root / 'data'}",
+            f"--exec-root={root / 'exec'}",
+            f"--pidfile={root / 'docker.pid'}",
+            "--bridge=none",
+            "--iptables=false",
+            "--ip-masq=false",
+            "--storage-driver=vfs",
+            "--shutdown-timeout=1",  # test containers run `sleep` as PID 1, which ignores SIGTERM
+        ]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def docker(self, *args: str, stdin: bytes | None = None) -> str:
+        done = subprocess.run(["docker", "-H", self.url, *args], input=stdin, capture_output=True, check=True)
+        return done.stdout.decode().strip()
+
+    def answers(self) -> bool:
+        return subprocess.run(["docker", "-H", self.url, "info"], capture_output=True).returncode == 0
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.command, stdout=self.log.open("ab"), stderr=subprocess.STDOUT)
+        wait_for(self.answers, 30, what=f"the test's dockerd ({self.log})")
+
+    def stop(self) -> None:
+        """SIGTERM to the daemon this test started, by its PID, never by name."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(30)
 
 
-def dockerd(action: str) -> None:
-    subprocess.run([str(ROOT / "scripts" / "dockerd.sh"), action], check=True)
+@pytest.fixture(scope="module")
+def own_dockerd(dockerd: None) -> Iterator[PrivateDockerd]:
+    root = Path(tempfile.mkdtemp(prefix="kd-", dir="/tmp"))  # short: containerd's socket lives under it
+    daemon = PrivateDockerd(root)
+    daemon.start()
+    image = subprocess.run(["docker", "save", IMAGE], capture_output=True, check=True).stdout
+    daemon.docker("load", stdin=image)
+    try:
+        yield daemon
+    finally:
+        ids = daemon.docker("ps", "-aq").split() if daemon.answers() else []
+        if ids:
+            daemon.docker("rm", "-f", *ids)
+        daemon.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def containers_up(exporter: Exporter) -> float | None:
     return exporter.scrape().value("kato_exporter_source_up", source="containers")
 
 
-def test_dockerd_stopped_and_started(start_exporter, run_container):
-    name = run_container("sleep 3600", "--restart", "always")
-    exporter = start_exporter(f"--collector.containers.label-selector={RUN_LABEL}")
+def test_dockerd_stopped_and_started(start_exporter, own_dockerd):
+    name = "kato-test-restart-always"
+    own_dockerd.docker(
+        "run", "-d", "--name", name, "--network", "none", "--restart", "always", IMAGE, "sleep", "3600"
+    )
+    exporter = start_exporter(f"--docker.host={own_dockerd.url}")
     wait_for(
         lambda: exporter.scrape().value("kato_container_cpu_usage_seconds_total", name=name) is not None,
         5,
@@ -33,7 +92,7 @@ def test_dockerd_stopped_and_started(start_exporter, run_container):
     )
     try:
         asked = time.monotonic()
-        dockerd("stop")
+        own_dockerd.stop()
         stopped = time.monotonic()
         wait_for(lambda: containers_up(exporter) == 0, 2, what="containers source down")
         print(
@@ -46,39 +105,43 @@ def test_dockerd_stopped_and_started(start_exporter, run_container):
         assert list(e.all("kato_container_cpu_usage_seconds_total")) == []
         assert list(e.all("kato_container_info")) == []
     finally:
-        dockerd("start")
+        own_dockerd.start()
     started = time.monotonic()
     wait_for(lambda: containers_up(exporter) == 1, 5, what="containers source back up")
     wait_for(
         lambda: exporter.scrape().value("kato_container_cpu_usage_seconds_total", name=name) is not None,
-        5 - (time.monotonic() - started),
+        10,
         what="the restarted container's usage",
     )
     print(f"recovered {time.monotonic() - started:.2f}s after dockerd answered again")
     assert exporter.proc.poll() is None
+    own_dockerd.docker("rm", "-f", name)
 
 
-def test_permission_denied_on_the_socket(start_exporter, run_container):
+def test_permission_denied_on_the_socket(start_exporter, own_dockerd):
     # Root bypasses file modes; without CAP_DAC_OVERRIDE it is held to them like any user.
     no_override = [
         "setpriv",
         "--inh-caps=-dac_override,-dac_read_search",
         "--bounding-set=-dac_override,-dac_read_search",
     ]
-    name = run_container("sleep 3600")
-    mode = os.stat(SOCKET).st_mode & 0o777
-    os.chmod(SOCKET, 0)
+    name = "kato-test-refused"
+    own_dockerd.docker("run", "-d", "--name", name, "--network", "none", IMAGE, "sleep", "3600")
+    socket = own_dockerd.url.removeprefix("unix://")
+    mode = os.stat(socket).st_mode & 0o777
+    os.chmod(socket, 0)
     try:
-        exporter = start_exporter(f"--collector.containers.label-selector={RUN_LABEL}", prefix=no_override)
+        exporter = start_exporter(f"--docker.host={own_dockerd.url}", prefix=no_override)
         wait_for(lambda: containers_up(exporter) == 0, 2, what="containers source down")
         e = exporter.scrape()
         assert e.value("kato_exporter_source_up", source="host") == 1
         assert e.value("kato_exporter_collect_errors_total", source="containers") >= 1
         assert "Permission denied" in exporter.log.read_text()
     finally:
-        os.chmod(SOCKET, mode)
+        os.chmod(socket, mode)
     wait_for(
         lambda: exporter.scrape().value("kato_container_info", name=name) == 1,
         5,
         what="recovery once the socket is readable",
     )
+    own_dockerd.docker("rm", "-f", name)

@@ -110,12 +110,13 @@ def test_api_mode_sees_creates_and_deletes_but_not_expiry(start_exporter, kato_d
 def test_api_mode_with_several_workers_misses_events(start_exporter, kato_double):
     kato = kato_double(workers=4)
     exporter = start_kato_exporter(start_exporter, kato)
-    for _ in range(20):
+    for _ in range(40):
         create(kato)
     time.sleep(1)
     seen = events(exporter)["created"]
-    print(f"one /ws/events socket saw {seen:.0f} of 20 creates across 4 workers")
-    assert seen < 20  # (1/4)^20 that all landed on its worker
+    print(f"one /ws/events socket saw {seen:.0f} of 40 creates across 4 workers")
+    # it sees its own worker's share: none at all has odds (3/4)^40, all of them (1/4)^40
+    assert 1 <= seen < 40
 
 
 def test_redis_lost_and_back_without_spurious_events(start_exporter, kato_double, redis_server):
