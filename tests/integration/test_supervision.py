@@ -46,7 +46,8 @@ class Docker(aiodocker.Docker):
 @contextlib.asynccontextmanager
 async def watching(source, hub: Hub) -> AsyncIterator[Callable[[], SourceHealth | None]]:
     """The source collecting into ``hub``; yields a look at its latest health."""
-    await source.start()
+    if hasattr(source, "start"):
+        await source.start()
     task = asyncio.create_task(run_source(source, hub))
     try:
         yield lambda: hub.snapshot.health.get(source.name)
@@ -66,7 +67,11 @@ async def test_docker_watcher_survives_a_malformed_event_and_inspect_document(ru
     hub = Hub()
     source = ContainersSource("unix:///var/run/docker.sock", docker_factory=Docker)
     source.timeout = 5.0
-    names = lambda: {c.meta.name for c in (hub.snapshot.values.get("containers") or ()).containers or ()}  # noqa: E731
+
+    def names() -> set[str]:
+        sample = hub.snapshot.values.get("containers")
+        return {c.meta.name for c in sample.containers} if sample else set()
+
     async with watching(source, hub) as health:
         await until(lambda: name in names(), 5, "the container seen")
         # an event of a shape Docker never sends

@@ -69,6 +69,7 @@ class AccessLogSource:
         self._started = clock()
         self._cursors: dict[str, Cursor] = {}  # by container id
         self._followers: dict[str, Link] = {}  # by container id, while it runs
+        self.changed = asyncio.Event()  # a follower went down or up: report it now
 
     async def close(self) -> None:
         await asyncio.gather(*(link.close() for link in self._followers.values()))
@@ -107,6 +108,7 @@ class AccessLogSource:
             f"access log of {_name(container)}",
             lambda: self._follow(container, link),
             Backoff(0.5, 10.0),
+            changed=self.changed,
             expected=(aiodocker.DockerError, aiohttp.ClientError),
         )
         return link

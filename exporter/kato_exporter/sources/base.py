@@ -55,9 +55,10 @@ class Link:
     ``follow`` connects, calls ``connected()`` once it is following, and runs until the
     connection ends. Whatever ends it (a lost connection, a malformed message, a bug), the
     link goes down with the reason, which the source reports (``check()`` raises it as a
-    ``SourceError``, so ``kato_exporter_source_up`` drops and ``/`` shows why), and ``follow``
-    is started again after a backoff that resets once it connects. Data is never served as up
-    while its link is down.
+    ``SourceError``, so ``kato_exporter_source_up`` drops and ``/`` shows why; ``changed`` is
+    set so that the runner collects at once), and ``follow`` is started again after a backoff
+    that resets once it connects. Data is never served as up while its link is down, and a
+    failure is reported even when the link is back before the next collection.
     """
 
     def __init__(
@@ -71,6 +72,7 @@ class Link:
         self.what = what
         self.up = False
         self.problem = "not connected yet"
+        self._unreported: str | None = None  # a failure no check() has reported yet
         self.ready = asyncio.Event()  # set once the first attempt connected or failed
         self._follow = follow
         self._backoff = backoff
@@ -95,8 +97,10 @@ class Link:
         self._signal()
 
     def check(self) -> None:
-        if not self.up:
-            raise SourceError(f"{self.what}: {self.problem}")
+        """Raise unless up, and once for a failure since the last check, even if it is over."""
+        problem, self._unreported = self._unreported, None
+        if not self.up or problem:
+            raise SourceError(f"{self.what}: {problem or self.problem}")
 
     async def _supervise(self) -> None:
         while True:
@@ -112,7 +116,7 @@ class Link:
                 log.warning("%s: unexpected %s", self.what, problem, exc_info=True)
             if self.up or problem != self.problem:
                 log.warning("%s: lost: %s", self.what, problem)
-            self.up, self.problem = False, problem
+            self.up, self.problem, self._unreported = False, problem, problem
             self._signal()
             await asyncio.sleep(self._backoff.delay())
 

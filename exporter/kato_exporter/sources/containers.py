@@ -80,11 +80,13 @@ class ContainersSource:
         self._cgroups: dict[tuple[str, int], cgroups.Cgroup] = {}  # by (container id, pid)
         self._updated: set[str] = set()
         self.mode = "cgroup" if stats_mode == "auto" else stats_mode
+        self.changed = asyncio.Event()
         # a local daemon that returns is found again within a second
         self._link = Link(
             f"Docker at {docker_url}",
             self._watch,
             Backoff(0.1, 1.0),
+            changed=self.changed,
             expected=(aiodocker.DockerError, aiohttp.ClientError),
         )
 
