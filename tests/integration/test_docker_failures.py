@@ -1,7 +1,8 @@
 """The failure policy against a real dockerd that is stopped, restarted and refused.
 
-The dockerd here is the test's own (its own socket, data root, exec root and pidfile, no
-networking of its own): stopping or breaking it touches no other daemon on the machine.
+The dockerd here is the test's own (its own socket, data root, exec root, pidfile and bridge, no
+iptables): stopping or breaking it touches no other daemon on the machine. (``--bridge=none``
+would not do: dockerd then deletes docker0, the other daemon's bridge.)
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from tests.conftest import IMAGE, Exporter, wait_for
 pytestmark = pytest.mark.integration
 
 
+BRIDGE = "kato-test-br"
+
+
 class PrivateDockerd:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -32,7 +36,7 @@ class PrivateDockerd:
             f"--data-root={root / 'data'}",
             f"--exec-root={root / 'exec'}",
             f"--pidfile={root / 'docker.pid'}",
-            "--bridge=none",
+            f"--bridge={BRIDGE}",
             "--iptables=false",
             "--ip-masq=false",
             "--storage-driver=vfs",
@@ -61,6 +65,8 @@ class PrivateDockerd:
 @pytest.fixture(scope="module")
 def own_dockerd(dockerd: None) -> Iterator[PrivateDockerd]:
     root = Path(tempfile.mkdtemp(prefix="kd-", dir="/tmp"))  # short: containerd's socket lives under it
+    subprocess.run(["ip", "link", "add", BRIDGE, "type", "bridge"], check=True)
+    machines_bridge = Path("/sys/class/net/docker0").exists()
     daemon = PrivateDockerd(root)
     daemon.start()
     image = subprocess.run(["docker", "save", IMAGE], capture_output=True, check=True).stdout
@@ -73,6 +79,8 @@ def own_dockerd(dockerd: None) -> Iterator[PrivateDockerd]:
             daemon.docker("rm", "-f", *ids)
         daemon.stop()
         shutil.rmtree(root, ignore_errors=True)
+        subprocess.run(["ip", "link", "del", BRIDGE], check=True)
+    assert Path("/sys/class/net/docker0").exists() == machines_bridge, "the machine's dockerd was touched"
 
 
 def containers_up(exporter: Exporter) -> float | None:
