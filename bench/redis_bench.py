@@ -29,7 +29,7 @@ import redis
 import redis.asyncio as aioredis
 
 from kato_exporter.sources.sessions import INDEX, KEY_PREFIX, RedisSessions
-from tests.conftest import answers_tcp, free_port, wait_for
+from tests.conftest import answers_tcp, free_port, redis_command, wait_for
 
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -98,22 +98,7 @@ def main() -> None:
     port = free_port()
     folder = tempfile.mkdtemp(prefix="kato-redis-bench-")
     server = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            folder,
-            "--notify-keyspace-events",
-            "Kg$xe",
-        ],
-        stdout=subprocess.DEVNULL,
+        redis_command(port, folder, "--notify-keyspace-events", "Kg$xe"), stdout=subprocess.DEVNULL
     )
     try:
         wait_for(answers_tcp(port), 10, what="redis-server")

@@ -207,27 +207,21 @@ def answers_tcp(port: int) -> Callable[[], bool]:
     return check
 
 
+def redis_command(port: int, folder: Path | str, *extra: str) -> list[str]:
+    """redis-server on 127.0.0.1:``port``, no persistence: a restart loses every key."""
+    return [
+        "redis-server",
+        *("--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"),
+        *("--dir", str(folder), *extra),
+    ]
+
+
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[Daemon]:
     """A real redis-server on its own port, no persistence: a restart loses every key."""
     port = free_port()
     daemon = Daemon(
-        f"redis-{port}",
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp_path),
-        ],
-        answers_tcp(port),
-        f"redis://127.0.0.1:{port}/0",
+        f"redis-{port}", redis_command(port, tmp_path), answers_tcp(port), f"redis://127.0.0.1:{port}/0"
     )
     yield daemon
     daemon.stop()

@@ -13,7 +13,7 @@ import pytest
 from kato_exporter.hub import Hub
 from kato_exporter.model import SessionEvent
 from kato_exporter.sources.sessions import RedisSessions
-from tests.conftest import Daemon, Exporter, docker, wait_for
+from tests.conftest import Daemon, Exporter, answers_tcp, docker, free_port, redis_command, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -288,28 +288,11 @@ async def test_one_hub_event_per_session_change(kato_double, redis_server):
 def test_redis_without_config_command(start_exporter, kato_double, tmp_path):
     """A managed Redis that forbids CONFIG: the exporter checks with a probe key of its own, says
     clearly what to set when notifications are off, and works when they are on."""
-    from tests.conftest import answers_tcp, free_port
 
     def redis(*extra: str) -> Daemon:
         port = free_port()
-        return Daemon(
-            f"redis-noconfig-{port}",
-            [
-                "redis-server",
-                "--port",
-                str(port),
-                "--save",
-                "",
-                "--dir",
-                str(tmp_path),
-                "--rename-command",
-                "CONFIG",
-                "",
-                *extra,
-            ],
-            answers_tcp(port),
-            f"redis://127.0.0.1:{port}/0",
-        )
+        command = redis_command(port, tmp_path, "--rename-command", "CONFIG", "", *extra)
+        return Daemon(f"redis-noconfig-{port}", command, answers_tcp(port), f"redis://127.0.0.1:{port}/0")
 
     kato = kato_double()
     locked = redis()

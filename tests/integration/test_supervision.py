@@ -19,7 +19,7 @@ from kato_exporter.model import SourceHealth
 from kato_exporter.sources.accesslog import AccessLogSource
 from kato_exporter.sources.containers import ContainersSource
 from kato_exporter.sources.runner import run_source
-from tests.conftest import RUN_LABEL, docker, wait_for
+from tests.conftest import wait_for
 from tests.integration.test_kato import create, delete, events, start_kato_exporter, value
 
 pytestmark = pytest.mark.integration
@@ -91,24 +91,10 @@ async def test_docker_watcher_survives_a_malformed_event_and_inspect_document(ru
         assert usage[name] is not None and usage[second] is not None
 
 
-async def test_access_log_follower_restarts_after_an_unexpected_chunk(monkeypatch):
+async def test_access_log_follower_restarts_after_an_unexpected_chunk(monkeypatch, run_container):
     """A follower that chokes on a chunk: down with the reason, restarted, nothing counted twice."""
-    name = f"kato-test-{RUN_LABEL.rpartition('=')[2]}-log"
     line = 'INFO:     172.17.0.1:40524 - "GET /health HTTP/1.1" 200 OK'
-    docker(
-        "run",
-        "-d",
-        "--name",
-        name,
-        "--label",
-        RUN_LABEL,
-        "--network",
-        "none",
-        "kato-test/busybox",
-        "sh",
-        "-c",
-        f"for i in 1 2 3 4 5; do echo '{line}'; done; sleep 3600",
-    )
+    name = run_container(f"for i in 1 2 3 4 5; do echo '{line}'; done; sleep 3600")
     real_log = aiodocker.docker.DockerContainer.log
     spoiled = []
 
@@ -126,19 +112,14 @@ async def test_access_log_follower_restarts_after_an_unexpected_chunk(monkeypatc
         return spoil()
 
     monkeypatch.setattr(aiodocker.docker.DockerContainer, "log", log)
-    try:
-        hub = Hub()
-        source = AccessLogSource("unix:///var/run/docker.sock", re.compile(re.escape(name)), interval=0.2)
-        async with watching(source, hub) as health:
-            await until(
-                lambda: health() is not None and health().errors_total >= 1, 10, "the follower's failure"
-            )
-            assert "TypeError" in health().last_error
-            await until(lambda: health().up, 10, "the follower restarted")
-            await asyncio.sleep(1)  # a resumed stream that counted again would show by now
-            assert hub.snapshot.values["kato_logs"].by_method_code == {("GET", "200"): 5}
-    finally:
-        docker("rm", "-f", name, check=False)
+    hub = Hub()
+    source = AccessLogSource("unix:///var/run/docker.sock", re.compile(re.escape(name)), interval=0.2)
+    async with watching(source, hub) as health:
+        await until(lambda: health() is not None and health().errors_total >= 1, 10, "the follower's failure")
+        assert "TypeError" in health().last_error
+        await until(lambda: health().up, 10, "the follower restarted")
+        await asyncio.sleep(1)  # a resumed stream that counted again would show by now
+        assert hub.snapshot.values["kato_logs"].by_method_code == {("GET", "200"): 5}
 
 
 def test_redis_message_of_another_shape(start_exporter, kato_double, redis_server):
