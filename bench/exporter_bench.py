@@ -34,16 +34,14 @@ from pathlib import Path
 
 import aiodocker
 
+from kato_exporter.outputs.exposition import PROMETHEUS_ACCEPT
 from kato_exporter.sources.containers import ContainersSource
 from tests.conftest import IMAGE, Exporter, free_port, wait_for
 from tests.exposition import Exposition
 
 LABEL = "kato.bench=1"
 OUT = Path(__file__).resolve().parent / "out"
-SCRAPER_HEADERS = [
-    "Accept: application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
-    "Accept-Encoding: gzip",
-]
+SCRAPER_HEADERS = [f"Accept: {PROMETHEUS_ACCEPT}", "Accept-Encoding: gzip"]  # Prometheus 2's
 
 
 def sh(*args: str) -> str:

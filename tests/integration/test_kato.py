@@ -240,6 +240,7 @@ def test_access_log_counts_by_code_and_a_restart_does_not_double_count(
             show=lambda: (requests(exporter), docker("logs", "-t", name), exporter.log.read_text()),
         )
         assert value(exporter, "kato_exporter_source_up", source="kato_logs") == 1
+        errors = value(exporter, "kato_exporter_collect_errors_total", source="kato_logs")
         docker("restart", "-t", "0", name)  # prints the same lines once more
         doubled = {key: 2 * n for key, n in first.items()}
         wait_for(
@@ -250,6 +251,8 @@ def test_access_log_counts_by_code_and_a_restart_does_not_double_count(
         )
         time.sleep(3)  # a resumed stream that re-read old lines would show by now
         assert requests(exporter) == doubled
+        # a restart is no failure: the follower went on with the new stream
+        assert value(exporter, "kato_exporter_collect_errors_total", source="kato_logs") == errors
     finally:
         docker("rm", "-f", name, check=False)
 

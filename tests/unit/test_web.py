@@ -18,6 +18,7 @@ from kato_exporter.model import (
     ContainerUsage,
     SourceHealth,
 )
+from kato_exporter.outputs.exposition import PROMETHEUS_ACCEPT
 from kato_exporter.outputs.exposition import Exposition as Renderer
 from kato_exporter.outputs.families import default_builders
 from kato_exporter.outputs.web import make_app
@@ -168,22 +169,26 @@ async def test_rendered_ahead_for_formats_asked_lately():
     hub = Hub()
     renderer = Renderer(hub, default_builders(), ahead_window=60.0, clock=lambda: now[0])
     runner = asyncio.create_task(renderer.run())
+    await asyncio.sleep(0)  # the runner waits for snapshots
     await hub.update("containers", SAMPLE, SourceHealth(up=True))
-    await settle()
-    assert renderer.renders == 0  # nobody asked yet: nothing rendered
-    fmt = renderer.negotiate("", "gzip")
-    first = await renderer.get(fmt)  # the first scrape renders on demand
+    await settle(until=lambda: renderer.renders == 1, seconds=5)
+    prometheus = renderer.negotiate(PROMETHEUS_ACCEPT, "gzip")
+    assert renderer._cache.keys() == {prometheus}  # what Prometheus asks for, ready before it asks
+    await renderer.get(prometheus)
     assert renderer.renders == 1
+    fmt = renderer.negotiate("", "gzip")
+    first = await renderer.get(fmt)  # a format nobody asked for yet renders on demand
+    assert renderer.renders == 2
     now[0] += 5  # Prometheus-like: the next scrape 5 s later, new snapshots in between
     await hub.update("containers", ContainersSample((), "cgroup"), SourceHealth(up=True))
-    await settle(until=lambda: renderer.renders == 2, seconds=5)
-    assert renderer.renders == 2  # rendered ahead of the scrape
+    await settle(until=lambda: renderer.renders == 3, seconds=5)
+    assert renderer.renders == 3  # rendered ahead of the scrape, both formats at once
     assert await renderer.get(fmt) != first
-    assert renderer.renders == 2  # the scrape found the bytes ready
+    assert renderer.renders == 3  # the scrape found the bytes ready
     now[0] += 61  # nobody asked within the window: no more renders ahead
     await hub.update("containers", SAMPLE, SourceHealth(up=True))
     await settle()
-    assert renderer.renders == 2
+    assert renderer.renders == 3
     runner.cancel()
     renderer.close()
 

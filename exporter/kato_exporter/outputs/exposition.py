@@ -30,6 +30,12 @@ from kato_exporter.hub import Hub, Snapshot
 from kato_exporter.outputs.families import Builder, RowFamilies, exporter_families
 
 Format = tuple[str, bool]  # (content type, gzipped)
+# What Prometheus 2 asks for: rendered ahead from the start, so that even its first scrape of a
+# newly started exporter finds its bytes ready.
+PROMETHEUS_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
+    "text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+)
 Encoder = Callable[[Any], bytes]  # prometheus_client's: anything with collect() → bytes
 
 
@@ -110,6 +116,7 @@ class Exposition:
         self._rendering: dict[tuple[int, Format], asyncio.Future[dict[Format, bytes]]] = {}
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="render")
         self.renders = 0
+        self._asked[self.negotiate(PROMETHEUS_ACCEPT, "gzip")] = self._clock()
 
     def negotiate(self, accept: str, accept_encoding: str) -> Format:
         """The format for these request headers, by prometheus_client's own rules."""

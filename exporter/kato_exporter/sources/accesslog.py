@@ -22,7 +22,7 @@ import logging
 import re
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import aiodocker
 import aiohttp
@@ -114,18 +114,33 @@ class AccessLogSource:
         return link
 
     async def _follow(self, container: aiodocker.docker.DockerContainer, link: Link) -> None:
+        """Count the container's access lines. A log stream ends when the container stops
+        (collect() then retires this follower) or restarts (this goes on with the new stream);
+        any other end is the supervisor's to report and restart."""
         if container.id not in self._cursors:  # count from the exporter's or the container's start
             self._cursors[container.id] = Cursor(int(max(self._started, float(container["Created"])) * 1e9))
         cursor = self._cursors[container.id]
-        stream = container.log(
-            stdout=True,
-            stderr=True,
-            follow=True,
-            timestamps=True,
-            since=cursor.since(),
-            timeout=aiohttp.ClientTimeout(total=None, sock_read=None),
-        )
+        started = (await container.show())["State"]["StartedAt"]
         link.connected()
+        while True:
+            await self._count(
+                container.log(
+                    stdout=True,
+                    stderr=True,
+                    follow=True,
+                    timestamps=True,
+                    since=cursor.since(),
+                    timeout=aiohttp.ClientTimeout(total=None, sock_read=None),
+                ),
+                cursor,
+            )
+            while not (state := (await container.show())["State"])["Running"]:
+                await asyncio.sleep(1)  # stopped: collect() retires this follower, unless it starts again
+            if state["StartedAt"] == started:
+                return  # the daemon ended the stream of a running container
+            started = state["StartedAt"]
+
+    async def _count(self, stream: AsyncIterator[str], cursor: Cursor) -> None:
         pending = ""
         async for chunk in stream:
             pending += chunk
