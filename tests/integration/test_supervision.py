@@ -20,7 +20,7 @@ from kato_exporter.sources.accesslog import AccessLogSource
 from kato_exporter.sources.containers import ContainersSource
 from kato_exporter.sources.runner import run_source
 from tests.conftest import wait_for
-from tests.integration.test_kato import create, delete, events, start_kato_exporter, value
+from tests.integration.test_kato import call, create, delete, events, start_kato_exporter, value
 
 pytestmark = pytest.mark.integration
 
@@ -146,3 +146,26 @@ def test_redis_message_of_another_shape(start_exporter, kato_double, redis_serve
         what="every change after the recovery, none invented",
     )
     assert value(exporter, "kato_sessions_active") == 3
+
+
+def test_ws_events_frame_of_another_shape(start_exporter, kato_double):
+    kato = kato_double(workers=1)
+    exporter = start_kato_exporter(start_exporter, kato, "--kato.interval=1s")
+    create(kato)
+    wait_for(lambda: events(exporter)["created"] == 1, 5, what="1 create from /ws/events")
+    for frame in ("not json {", '{"event_type": "state.snapshot", "data": {"active_sessions": "many"}}'):
+        errors = value(exporter, "kato_exporter_collect_errors_total", source="kato_sessions") or 0
+        assert call("POST", kato.url + "/_double/ws_send", {"frame": frame})[1]["sent_to"] == 1
+        wait_for(
+            lambda e=errors: (
+                value(exporter, "kato_exporter_collect_errors_total", source="kato_sessions") > e
+            ),
+            5,
+            what=f"the sessions source down on {frame!r}",
+        )
+        wait_for(
+            lambda: value(exporter, "kato_exporter_source_up", source="kato_sessions") == 1, 5, what="back up"
+        )
+    create(kato)  # seen on the new socket
+    wait_for(lambda: events(exporter)["created"] == 2, 5, what="the create after recovery")
+    assert "active_sessions is 'many'" in exporter.log.read_text()

@@ -6,7 +6,8 @@ prints uvicorn-style access lines.
 
 Test-only control, per worker: ``POST /_double/faults`` with
 ``{"garbage": ["/health"], "delay": {"/metrics": 10}}`` makes those paths answer
-non-JSON or late.
+non-JSON or late; ``POST /_double/ws_send`` with ``{"frame": "..."}`` sends that text
+as it is to the worker's ``/ws/events`` sockets.
 """
 
 from __future__ import annotations
@@ -298,6 +299,15 @@ async def ws_events(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
+async def ws_send(request: web.Request) -> web.Response:
+    """Test-only: send ``{"frame": "..."}`` as it is to this worker's /ws/events sockets."""
+    kato = request.app[KATO]
+    frame = (await request.json())["frame"]
+    for ws in list(kato.sockets):
+        await ws.send_str(frame)
+    return web.json_response({"sent_to": len(kato.sockets)})
+
+
 async def set_faults(request: web.Request) -> web.Response:
     request.app[KATO].faults.update(await request.json())
     return web.json_response(request.app[KATO].faults)
@@ -317,6 +327,7 @@ def make_app(redis_url: str, session_ttl: int = 3600, cache_ttl: float = 5.0) ->
     app.router.add_get("/stats", stats)
     app.router.add_get("/ws/events", ws_events)
     app.router.add_post("/_double/faults", set_faults)
+    app.router.add_post("/_double/ws_send", ws_send)
     return app
 
 
