@@ -127,3 +127,10 @@ def test_the_example_file_is_valid():
     config = load({}, env={}, config_file=str(example))
     assert config.collector.containers.include.pattern == "kato.*"
     assert config.collector.containers.info_labels == ("com.docker.compose.version",)
+
+
+def test_the_readme_documents_every_setting():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for leaf in leaves():
+        flag = f"--[no-]{leaf.flag[2:]}" if leaf.is_bool else leaf.flag
+        assert f"| `{flag}` | `{leaf.env}` | `{leaf.key}` |" in readme, leaf.key
