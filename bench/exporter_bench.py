@@ -216,13 +216,15 @@ def rss_bytes(pid: int) -> int:
     return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def prometheus_like_scrape(url: str) -> tuple[float, Exposition]:
+def prometheus_like_scrape(url: str) -> tuple[float, float, Exposition]:
+    """One scrape as Prometheus makes it: its latency, the wall time the bytes were in, and them."""
     request = urllib.request.Request(url, headers=dict(h.split(": ", 1) for h in SCRAPER_HEADERS))
     started = time.perf_counter()
     with urllib.request.urlopen(request, timeout=10) as response:
-        body = gzip.decompress(response.read()).decode()
+        body = response.read()
+    received = time.time()  # before parsing, which takes longer than the scrape
     elapsed = time.perf_counter() - started
-    return elapsed, Exposition(body, openmetrics=True)
+    return elapsed, received, Exposition(gzip.decompress(body).decode(), openmetrics=True)
 
 
 def steady_state(exporter: Exporter, seconds: int = 90) -> dict[str, float]:
@@ -234,9 +236,9 @@ def steady_state(exporter: Exporter, seconds: int = 90) -> dict[str, float]:
     ages, latencies = [], []
     while time.monotonic() - t0 < seconds:
         time.sleep(5 + random.uniform(-0.5, 0.5))
-        latency, e = prometheus_like_scrape(exporter.url + "/metrics")
+        latency, received, e = prometheus_like_scrape(exporter.url + "/metrics")
         at = e.value("kato_exporter_last_success_timestamp_seconds", source="containers")
-        ages.append(time.time() - at)
+        ages.append(received - at)
         latencies.append(latency * 1000)
     cpu = (cpu_seconds(pid) - cpu0) / (time.monotonic() - t0)
     return {

@@ -164,31 +164,42 @@ async def settle(until=lambda: False, seconds: float = 0.2) -> None:
         await asyncio.sleep(0.01)
 
 
-async def test_rendered_ahead_for_formats_asked_lately():
+async def test_rendered_ahead_of_each_scrapers_next_scrape():
     now = [100.0]
     hub = Hub()
-    renderer = Renderer(hub, default_builders(), ahead_window=60.0, clock=lambda: now[0])
+    renderer = Renderer(hub, default_builders(), ahead_window=60.0, lead=1.5, clock=lambda: now[0])
     runner = asyncio.create_task(renderer.run())
     await asyncio.sleep(0)  # the runner waits for snapshots
-    await hub.update("containers", SAMPLE, SourceHealth(up=True))
-    await settle(until=lambda: renderer.renders == 1, seconds=5)
+
+    async def snapshot_at(t: float, renders: int) -> None:
+        """A new snapshot at ``t``, after which ``renders`` renders have been made."""
+        now[0], before = t, renderer.renders
+        value = ContainersSample((), "cgroup") if t % 2 else SAMPLE
+        await hub.update("containers", value, SourceHealth(up=True))
+        await settle(until=lambda: renderer.renders > before, seconds=5 if renders > before else 0.2)
+        assert renderer.renders == renders, t
+
+    await snapshot_at(100, 1)
     prometheus = renderer.negotiate(PROMETHEUS_ACCEPT, "gzip")
     assert renderer._cache.keys() == {prometheus}  # what Prometheus asks for, ready before it asks
-    await renderer.get(prometheus)
+    await renderer.get(prometheus, "10.0.0.9")
     assert renderer.renders == 1
     fmt = renderer.negotiate("", "gzip")
-    first = await renderer.get(fmt)  # a format nobody asked for yet renders on demand
+    await renderer.get(fmt, "10.0.0.9")  # a format nobody asked for yet renders on demand
     assert renderer.renders == 2
-    now[0] += 5  # Prometheus-like: the next scrape 5 s later, new snapshots in between
-    await hub.update("containers", ContainersSample((), "cgroup"), SourceHealth(up=True))
-    await settle(until=lambda: renderer.renders == 3, seconds=5)
-    assert renderer.renders == 3  # rendered ahead of the scrape, both formats at once
-    assert await renderer.get(fmt) != first
-    assert renderer.renders == 3  # the scrape found the bytes ready
-    now[0] += 61  # nobody asked within the window: no more renders ahead
-    await hub.update("containers", SAMPLE, SourceHealth(up=True))
-    await settle()
-    assert renderer.renders == 3
+    await snapshot_at(101, 3)  # periods not known yet: every snapshot is rendered
+    now[0] = 105  # both scraped again: each one's period is 5 s
+    await renderer.get(fmt, "10.0.0.9")
+    await renderer.get(prometheus, "10.0.0.9")
+    assert renderer.renders == 3  # the snapshot of 101 was ready in both formats
+    await snapshot_at(106, 3)  # the next scrapes are due at 110: nothing to render yet
+    await snapshot_at(108, 3)
+    await snapshot_at(109, 4)  # within 1.5 s of them: rendered, both formats at once
+    now[0] = 110
+    await renderer.get(fmt, "10.0.0.9")
+    await renderer.get(prometheus, "10.0.0.9")
+    assert renderer.renders == 4  # the scrapes found their bytes ready
+    await snapshot_at(171, 4)  # nobody asked within the window: no more renders ahead
     runner.cancel()
     renderer.close()
 

@@ -1,10 +1,13 @@
 """Snapshot → exposition bytes, in every format scrapers ask for, ready before they ask.
 
 Prometheus scrapes every 5–15 s on its own schedule while sources refresh every second,
-so a scrape must not pay for rendering. Each new snapshot is rendered ahead of time, in
-one worker thread, for every format asked for within the last ``ahead_window`` seconds;
-a scrape then only returns bytes. A scrape that arrives while its snapshot is being
-rendered waits for that render, and concurrent scrapes of one snapshot share one render.
+so a scrape must not pay for rendering, and nobody should pay for renders nobody reads.
+The exposition learns each scraper's period (by address and format) and renders the new
+snapshots that arrive in the last ``lead`` seconds before its next scrape is due, in one
+worker thread; the scrape then only returns bytes. A scraper whose period is not known
+yet (or that is late) has every new snapshot rendered, until it has not been seen for
+``ahead_window`` seconds. A scrape that arrives while its snapshot is being rendered waits
+for that render, and concurrent scrapes of one snapshot share one render.
 
 Rendering a snapshot is cheap because nothing is encoded twice: each source's block is
 encoded once per new value of the source, and a source made of rows (containers) keeps
@@ -20,6 +23,7 @@ import gzip
 import time
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import ProcessCollector
@@ -92,6 +96,13 @@ class _RowBlock:
         ]
 
 
+@dataclass
+class _Scraper:
+    fmt: Format
+    last: float  # when it last asked
+    period: float | None = None  # between its last two requests
+
+
 class Exposition:
     """Keeps the exposition bytes of the latest snapshot in every format scrapers ask for."""
 
@@ -100,23 +111,26 @@ class Exposition:
         hub: Hub,
         builders: Mapping[str, Builder],
         ahead_window: float = 600.0,
+        lead: float = 1.5,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._hub = hub
         self._builders = builders
         self._ahead_window = ahead_window
+        self._lead = lead  # more than a source's refresh: the last snapshot before a scrape is rendered
         self._clock = clock
         self._process = ProcessCollector(registry=None)
         self._codecs: dict[str, _Codec] = {}
         self._blocks: dict[tuple[str, str], tuple[Any, bytes]] = {}  # (source, type) → (value, bytes)
         self._row_blocks: dict[tuple[str, str], _RowBlock] = {}
-        self._asked: dict[Format, float] = {}  # when each format was last asked for
+        self._scrapers: dict[tuple[str, Format], _Scraper] = {}  # by (address, format)
         self._version = -1
         self._cache: dict[Format, bytes] = {}
         self._rendering: dict[tuple[int, Format], asyncio.Future[dict[Format, bytes]]] = {}
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="render")
         self.renders = 0
-        self._asked[self.negotiate(PROMETHEUS_ACCEPT, "gzip")] = self._clock()
+        prometheus = self.negotiate(PROMETHEUS_ACCEPT, "gzip")
+        self._scrapers[("", prometheus)] = _Scraper(prometheus, self._clock())  # until a real one asks
 
     def negotiate(self, accept: str, accept_encoding: str) -> Format:
         """The format for these request headers, by prometheus_client's own rules."""
@@ -125,9 +139,10 @@ class Exposition:
             self._codecs[content_type] = _Codec(encoder)
         return content_type, gzip_accepted(accept_encoding)
 
-    async def get(self, fmt: Format) -> bytes:
-        """The latest snapshot's bytes in ``fmt`` (a format ``negotiate`` returned)."""
-        self._asked[fmt] = self._clock()
+    async def get(self, fmt: Format, scraper: str = "") -> bytes:
+        """The latest snapshot's bytes in ``fmt`` (a format ``negotiate`` returned), for the
+        scraper at address ``scraper``."""
+        self._asked(fmt, scraper)
         snapshot = self._hub.snapshot
         if snapshot.version == self._version and fmt in self._cache:
             return self._cache[fmt]
@@ -143,14 +158,29 @@ class Exposition:
         while True:
             snapshot = await self._hub.next_snapshot(version)
             version = snapshot.version
-            now = self._clock()
-            wanted = {
-                fmt
-                for fmt, asked in self._asked.items()
-                if now - asked <= self._ahead_window and (version, fmt) not in self._rendering
-            }
+            wanted = {fmt for fmt in self._due() if (version, fmt) not in self._rendering}
             if wanted:
                 await self._render(snapshot, wanted)
+
+    def _asked(self, fmt: Format, address: str) -> None:
+        now = self._clock()
+        scraper = self._scrapers.get((address, fmt))
+        if scraper is None:
+            self._scrapers.pop(("", fmt), None)  # the stand-in for Prometheus, now here itself
+            self._scrapers[(address, fmt)] = _Scraper(fmt, now)
+        else:
+            scraper.period, scraper.last = now - scraper.last, now
+
+    def _due(self) -> set[Format]:
+        """The formats a scraper will ask for within ``lead`` seconds, or might (period unknown)."""
+        now = self._clock()
+        for key in [key for key, s in self._scrapers.items() if now - s.last > self._ahead_window]:
+            del self._scrapers[key]
+        return {
+            s.fmt
+            for s in self._scrapers.values()
+            if s.period is None or now >= s.last + s.period - self._lead
+        }
 
     def close(self) -> None:
         self._thread.shutdown(wait=False, cancel_futures=True)

@@ -28,7 +28,7 @@ METRICS_PATH = web.AppKey("metrics_path", str)
 async def metrics(request: web.Request) -> web.Response:
     exposition = request.app[EXPOSITION]
     fmt = exposition.negotiate(request.headers.get("Accept", ""), request.headers.get("Accept-Encoding", ""))
-    body = await exposition.get(fmt)
+    body = await exposition.get(fmt, request.remote or "")
     headers = {"Content-Type": fmt[0], "Vary": "Accept, Accept-Encoding"}
     if fmt[1]:
         headers["Content-Encoding"] = "gzip"
