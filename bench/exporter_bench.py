@@ -48,11 +48,20 @@ def sh(*args: str) -> str:
     return subprocess.run(args, capture_output=True, text=True, check=True).stdout
 
 
+def remove_bench_containers(keep: int = 0) -> None:
+    """Kill all but ``keep`` of the bench containers, then prune them in one call (``docker rm -f``
+    of many at once was seen to wedge dockerd 20.10 here)."""
+    ids = sh("docker", "ps", "-q", "--filter", f"label={LABEL}").split()[keep:]
+    for i in range(0, len(ids), 100):
+        sh("docker", "kill", *ids[i : i + 100])
+    sh("docker", "container", "prune", "-f", "--filter", f"label={LABEL}")
+
+
 def bench_containers(count: int) -> list[str]:
     """Make exactly ``count`` idle containers carry the bench label."""
     have = sh("docker", "ps", "-q", "--filter", f"label={LABEL}").split()
     if len(have) > count:
-        sh("docker", "rm", "-f", *have[count:])
+        remove_bench_containers(keep=count)
     missing = count - len(have)
     if missing > 0:
         print(f"starting {missing} idle containers…", flush=True)
@@ -298,9 +307,7 @@ def main() -> None:
     finally:
         node.terminate()
         if not args.keep:
-            ids = sh("docker", "ps", "-aq", "--filter", f"label={LABEL}").split()
-            for i in range(0, len(ids), 200):
-                sh("docker", "rm", "-f", *ids[i : i + 200])
+            remove_bench_containers()
     path = OUT / f"results-{results['date']}.json"
     path.write_text(json.dumps(results, indent=2))
     print(f"written to {path}", file=sys.stderr)
