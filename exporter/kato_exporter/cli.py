@@ -10,7 +10,6 @@ from collections.abc import Sequence
 
 from kato_exporter import __version__
 from kato_exporter.config import ConfigError, leaves, load, redact
-from kato_exporter.outputs.webconfig import load_web_config
 
 log = logging.getLogger("kato_exporter")
 
@@ -47,6 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = vars(parser().parse_args(argv))
     config_file = args.pop("config_file")
     check_only = args.pop("check_config")
+    from kato_exporter.outputs.webconfig import load_web_config  # bcrypt, ssl: only past --help
+
     try:
         config = load({k: v for k, v in args.items() if v is not None}, os.environ, config_file)
         load_web_config(config.web.config_file)  # checked here, so that a bad one exits 2

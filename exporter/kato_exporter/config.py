@@ -360,14 +360,19 @@ def load(
     return config
 
 
-def _read_file(path: str) -> dict[str, Any]:
+def read_yaml(path: str) -> Any:
+    """The document in a YAML file; ConfigError naming the file when it cannot be had."""
     try:
         with open(path) as f:
-            data = yaml.safe_load(f)
+            return yaml.safe_load(f)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+
+
+def _read_file(path: str) -> dict[str, Any]:
+    data = read_yaml(path)
     flat: dict[str, Any] = {}
     _flatten(data if data is not None else {}, Config, "", path, flat)
     return flat

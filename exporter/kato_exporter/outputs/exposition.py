@@ -98,7 +98,6 @@ class _RowBlock:
 
 @dataclass
 class _Scraper:
-    fmt: Format
     last: float  # when it last asked
     period: float | None = None  # between its last two requests
 
@@ -130,7 +129,7 @@ class Exposition:
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="render")
         self.renders = 0
         prometheus = self.negotiate(PROMETHEUS_ACCEPT, "gzip")
-        self._scrapers[("", prometheus)] = _Scraper(prometheus, self._clock())  # until a real one asks
+        self._scrapers[("", prometheus)] = _Scraper(self._clock())  # until a real one asks
 
     def negotiate(self, accept: str, accept_encoding: str) -> Format:
         """The format for these request headers, by prometheus_client's own rules."""
@@ -167,7 +166,7 @@ class Exposition:
         scraper = self._scrapers.get((address, fmt))
         if scraper is None:
             self._scrapers.pop(("", fmt), None)  # the stand-in for Prometheus, now here itself
-            self._scrapers[(address, fmt)] = _Scraper(fmt, now)
+            self._scrapers[(address, fmt)] = _Scraper(now)
         else:
             scraper.period, scraper.last = now - scraper.last, now
 
@@ -177,8 +176,8 @@ class Exposition:
         for key in [key for key, s in self._scrapers.items() if now - s.last > self._ahead_window]:
             del self._scrapers[key]
         return {
-            s.fmt
-            for s in self._scrapers.values()
+            fmt
+            for (_, fmt), s in self._scrapers.items()
             if s.period is None or now >= s.last + s.period - self._lead
         }
 

@@ -26,10 +26,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import bcrypt
-import yaml
 from aiohttp import web
 
-from kato_exporter.config import ConfigError
+from kato_exporter.config import ConfigError, read_yaml
 
 TLS_VERSIONS = {
     "TLS10": ssl.TLSVersion.TLSv1,
@@ -43,8 +42,6 @@ CLIENT_AUTH = {
     "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
 }
 TLS_KEYS = {"cert_file", "key_file", "client_auth_type", "client_ca_file", "min_version"}
-# compared against for unknown users, so that a wrong name takes as long as a wrong password
-_DUMMY_HASH = bcrypt.hashpw(b"", bcrypt.gensalt(10))
 
 
 @dataclass(frozen=True)
@@ -57,13 +54,7 @@ def load_web_config(path: str) -> WebSecurity:
     """Read and check the file; ConfigError names the file and the key at fault."""
     if not path:
         return WebSecurity()
-    try:
-        with open(path) as f:
-            data = yaml.safe_load(f) or {}
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    data = read_yaml(path) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     unknown = data.keys() - {"tls_server_config", "basic_auth_users"}
@@ -141,6 +132,8 @@ class BasicAuth:
         self._users = users
         self._exempt = exempt
         self._passed: set[tuple[str, bytes]] = set()
+        # compared against for unknown users, so that a wrong name takes as long as a wrong password
+        self._dummy = bcrypt.hashpw(b"", bcrypt.gensalt(10))
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -161,7 +154,7 @@ class BasicAuth:
         key = (name, hashlib.sha256(password.encode()).digest())
         if sep and key in self._passed:
             return True
-        hashed = self._users.get(name, _DUMMY_HASH)
+        hashed = self._users.get(name, self._dummy)
         ok = await asyncio.to_thread(bcrypt.checkpw, password.encode(), hashed)
         ok = ok and bool(sep) and name in self._users
         if ok and len(self._passed) < 1000:

@@ -28,7 +28,7 @@ import aiodocker
 import aiohttp
 
 from kato_exporter.model import RequestCounts
-from kato_exporter.sources.base import Backoff, Link, SourceError, first_contact
+from kato_exporter.sources.base import Backoff, Link, SourceError
 
 log = logging.getLogger(__name__)
 
@@ -98,9 +98,8 @@ class AccessLogSource:
             if container_id not in self._followers:
                 self._followers[container_id] = link = self._follower(container)
                 link.start()
-                await first_contact(link.ready)
         for link in self._followers.values():
-            link.check()  # a follower that failed is restarting: its counts are behind
+            await link.report()  # a follower that failed is restarting: its counts are behind
         return RequestCounts(dict(self._counts), len(self._followers))
 
     def _follower(self, container: aiodocker.docker.DockerContainer) -> Link:

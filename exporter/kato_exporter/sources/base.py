@@ -96,6 +96,11 @@ class Link:
         self._backoff.reset()
         self._signal()
 
+    async def report(self) -> None:
+        """``check()``, once the first connection has had its chance (``first_contact``)."""
+        await first_contact(self.ready)
+        self.check()
+
     def check(self) -> None:
         """Raise unless up, and once for a failure since the last check, even if it is over."""
         problem, self._unreported = self._unreported, None

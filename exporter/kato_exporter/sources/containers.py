@@ -34,7 +34,7 @@ import aiohttp
 
 from kato_exporter.model import Container, ContainerMeta, ContainersSample, ContainerUsage
 from kato_exporter.sources import cgroups
-from kato_exporter.sources.base import Backoff, Link, first_contact
+from kato_exporter.sources.base import Backoff, Link
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +99,7 @@ class ContainersSource:
             await self._docker.close()
 
     async def collect(self) -> ContainersSample:
-        await first_contact(self._link.ready)
-        self._link.check()
+        await self._link.report()
         metas = sorted(self._meta.values(), key=lambda m: m.name)
         if self.mode == "cgroup":
             self._updated.clear()

@@ -181,9 +181,7 @@ class DaemonPool:
     which the interpreter joins at exit, a call that never returns does not hold up the exit."""
 
     def __init__(self, workers: int, name: str) -> None:
-        self._calls: queue.SimpleQueue[tuple[Future[object], Callable[[], object]] | None] = (
-            queue.SimpleQueue()
-        )
+        self._calls: queue.SimpleQueue[Call | None] = queue.SimpleQueue()
         self._workers = [
             threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True) for i in range(workers)
         ]

@@ -38,7 +38,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from kato_exporter.config import redact
 from kato_exporter.model import SessionEvent, SessionsSample
-from kato_exporter.sources.base import Backoff, Link, SourceError, first_contact
+from kato_exporter.sources.base import Backoff, Link, SourceError
 from kato_exporter.sources.kato import KatoApi, field
 
 log = logging.getLogger(__name__)
@@ -85,8 +85,7 @@ class _Sessions:
         await self._link.close()
 
     async def collect(self) -> SessionsSample:
-        await first_contact(self._link.ready)
-        self._link.check()
+        await self._link.report()
         return SessionsSample(self.mode, self.active, dict(self.events_total), self.index_stale)
 
     def _record(self, event: str) -> None:
@@ -296,35 +295,33 @@ class RedisSessions(_Sessions):
         self.active = len(self.known)
         self.index_stale = max(0, indexed - len(live))
 
-    async def _apply(self, pubsub: Any, channel_prefix: str, seconds: float) -> None:
-        """Apply the subscription's messages for ``seconds`` (0: those already there)."""
+    async def _apply(
+        self, pubsub: Any, channel_prefix: str, seconds: float, token: str | None = None
+    ) -> bool:
+        """Apply the subscription's messages for ``seconds`` (0: those already there), or
+        until our own ``token`` comes back on it: then True."""
         loop = asyncio.get_running_loop()
         end = loop.time() + seconds
         while True:
             wait = max(0.0, end - loop.time())
             message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=wait)
-            if message is not None:
+            if message is None:
+                if loop.time() >= end:
+                    return False
+            elif token is not None and message["type"] == "message" and message["data"] == token:
+                return True
+            else:
                 self._on_message(message, channel_prefix)
-            elif loop.time() >= end:
-                return
 
     async def _round_trip(self, client: aioredis.Redis, pubsub: Any, channel_prefix: str) -> None:
         """Publish a token on our own channel and apply every message until it comes back:
         the subscription is alive, and every event before the token has been seen."""
         token = uuid.uuid4().hex
         await client.publish(self._marker, token)
-        try:
-            async with asyncio.timeout(self.timeout):
-                while True:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                    if message is not None and message["type"] == "message" and message["data"] == token:
-                        return
-                    if message is not None:
-                        self._on_message(message, channel_prefix)
-        except TimeoutError:
+        if not await self._apply(pubsub, channel_prefix, self.timeout, token):
             raise SourceError(
                 f"the subscription is silent: our own message did not come back within {self.timeout:g}s"
-            ) from None
+            )
 
 
 class ApiSessions(_Sessions):
