@@ -17,6 +17,7 @@ from kato_exporter.hub import Hub
 from kato_exporter.model import SessionEvent
 from kato_exporter.outputs.exposition import Exposition
 from kato_exporter.outputs.families import default_builders
+from kato_exporter.outputs.live import LivePusher
 from kato_exporter.outputs.web import make_app
 from kato_exporter.outputs.webconfig import load_web_config
 from kato_exporter.sources.accesslog import AccessLogSource
@@ -133,6 +134,14 @@ async def serve(config: Config, stop: asyncio.Event, hub: Hub | None = None) -> 
         sources.append(inbox)
     else:
         log.info("Alertmanager webhook off: no --alertmanager.token-file")
+    grafana = config.grafana
+    if grafana.url:
+        sources.append(
+            LivePusher(
+                hub, grafana.url, read_secret(grafana.token_file), grafana.live.stream, grafana.live.interval
+            )
+        )
+        log.info("pushing to Grafana Live at %s, stream %s", grafana.url, grafana.live.stream)
     exposition = Exposition(hub, default_builders(config.collector.containers.info_labels))
     names = frozenset(s.name for s in sources)
     app = make_app(hub, exposition, names, config.web.telemetry_path, inbox, token, security.users)

@@ -135,6 +135,14 @@ def redact(text: str) -> str:
     return re.sub(r"([?&](?:password|pass|pwd|token)=)[^&\s]*", r"\1***", text, flags=re.IGNORECASE)
 
 
+def parse_stream(raw: Any) -> str:
+    """A Grafana Live stream id: letters, digits, ``_`` and ``-``."""
+    text = parse_str(raw)
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", text):
+        raise ValueError(f"expected letters, digits, _ or - (a Grafana Live stream id), got {raw!r}")
+    return text
+
+
 def url_of(*schemes: str) -> Callable[[Any], str]:
     """A URL with one of ``schemes``, or the empty string (meaning: off)."""
 
@@ -290,6 +298,25 @@ class AlertmanagerConfig:
 
 
 @dataclass(frozen=True)
+class LiveConfig:
+    stream: str = setting(
+        "kato", parse_stream, "Grafana Live stream: channels are stream/<stream>/<measurement>."
+    )
+    interval: float = setting(1.0, parse_duration, "How often the snapshot is pushed to Grafana Live.")
+
+
+@dataclass(frozen=True)
+class GrafanaConfig:
+    url: str = setting(
+        "", url_of("http", "https"), "Grafana base URL to push Live data to; the pusher is off without it."
+    )
+    token_file: str = setting(
+        "", parse_file, "File holding a Grafana service account token (a Viewer's is enough)."
+    )
+    live: LiveConfig = field(default_factory=LiveConfig)
+
+
+@dataclass(frozen=True)
 class CollectorConfig:
     containers: ContainersConfig = field(default_factory=ContainersConfig)
     host: HostConfig = field(default_factory=HostConfig)
@@ -304,6 +331,7 @@ class Config:
     collector: CollectorConfig = field(default_factory=CollectorConfig)
     kato: KatoConfig = field(default_factory=KatoConfig)
     alertmanager: AlertmanagerConfig = field(default_factory=AlertmanagerConfig)
+    grafana: GrafanaConfig = field(default_factory=GrafanaConfig)
 
 
 # --- deriving keys, flags and env vars --------------------------------------------
@@ -357,6 +385,10 @@ def load(
         elif leaf.key in file_values:
             values[leaf.key] = leaf.parse(file_values[leaf.key], f"{config_file}: {leaf.key}")
     config: Config = _build(Config, values)
+    if config.grafana.url and not config.grafana.token_file:
+        raise ConfigError(
+            "--grafana.token-file: needed with --grafana.url (Grafana Live takes no anonymous push)"
+        )
     return config
 
 

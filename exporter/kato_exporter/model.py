@@ -146,3 +146,12 @@ class AlertNotice:
     annotations: Mapping[str, str]
     starts_at: str
     ends_at: str
+
+
+@dataclass(frozen=True)
+class LiveStats:
+    """What the Grafana Live pusher did since it started."""
+
+    pushes: Mapping[str, int]  # success|error|dropped -> bodies
+    duration_sum: float  # seconds spent in pushes that got an answer
+    duration_count: int

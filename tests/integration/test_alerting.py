@@ -4,74 +4,35 @@ Alertmanager started the way scripts/run.sh starts them (faster clocks, same rul
 
 from __future__ import annotations
 
-import email
 import json
-import threading
 import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from email.message import Message
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from scripts.stack import Program, Settings, start, stop
 from tests.conftest import RUN_LABEL, docker, free_port, wait_for
 from tests.exposition import scrape
+from tests.standins import Inbox, slack_standin, smtp_standin
 
 pytestmark = pytest.mark.integration
 
 
-@dataclass
-class Inbox:
-    """What a receiver got, with the time each arrived."""
-
-    items: list[tuple[float, Any]] = field(default_factory=list)
-
-    def add(self, item: Any) -> None:
-        self.items.append((time.time(), item))
-
-
 @pytest.fixture
 def slack() -> Iterator[tuple[str, Inbox]]:
-    """A local stand-in for Slack's incoming webhook: records each JSON payload."""
-    inbox = Inbox()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            inbox.add(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
-            self.end_headers()
-            self.wfile.write(b"ok")
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/services/T000/B000/XXXX", inbox
-    server.shutdown()
+    with slack_standin() as standin:
+        yield standin
 
 
 @pytest.fixture
 def smtp() -> Iterator[tuple[str, Inbox]]:
-    """A local SMTP server (aiosmtpd): records each message."""
-    inbox = Inbox()
-
-    class Handler:
-        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-            inbox.add(email.message_from_bytes(envelope.content))
-            return "250 OK"
-
-    controller = Controller(Handler(), hostname="127.0.0.1", port=free_port())
-    controller.start()
-    yield f"127.0.0.1:{controller.port}", inbox
-    controller.stop()
+    with smtp_standin() as standin:
+        yield standin
 
 
 @pytest.fixture

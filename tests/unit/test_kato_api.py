@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from aiohttp import web
 
-from kato_exporter.sources.base import SourceError
 from kato_exporter.sources.kato import KatoApi
+from kato_exporter.supervision import SourceError
 
 
 @pytest.fixture

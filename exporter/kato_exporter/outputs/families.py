@@ -22,6 +22,7 @@ from prometheus_client.metrics_core import (
     GaugeMetricFamily,
     InfoMetricFamily,
     Metric,
+    SummaryMetricFamily,
 )
 
 from kato_exporter import __version__
@@ -33,6 +34,7 @@ from kato_exporter.model import (
     ContainerUsage,
     HostSample,
     KatoSample,
+    LiveStats,
     RequestCounts,
     SessionsSample,
 )
@@ -357,6 +359,24 @@ def alert_families(counts: dict[str, int] | None) -> Iterator[Metric]:
     )
 
 
+def live_families(stats: LiveStats | None) -> Iterator[Metric]:
+    """kato_exporter_live_pushes_total{result="success"} 120.0 and the push duration."""
+    if stats is None:
+        return
+    yield counter(
+        "kato_exporter_live_pushes_total",
+        "Bodies pushed to Grafana Live, by result (dropped: the oldest, from a full queue).",
+        ["result"],
+        (([r], n) for r, n in sorted(stats.pushes.items())),
+    )
+    yield SummaryMetricFamily(
+        "kato_exporter_live_push_duration_seconds",
+        "Duration of pushes to Grafana Live that got an answer.",
+        count_value=stats.duration_count,
+        sum_value=stats.duration_sum,
+    )
+
+
 @dataclass(frozen=True)
 class RowFamilies:
     """The families of a source whose value is made of rows (one per container), so that an
@@ -394,4 +414,5 @@ def default_builders(info_labels: Sequence[str] = ()) -> dict[str, Builder]:
         "kato_sessions": session_families,
         "kato_logs": request_families,
         "alertmanager": alert_families,
+        "grafana_live": live_families,
     }

@@ -28,7 +28,7 @@ import aiodocker
 import aiohttp
 
 from kato_exporter.model import RequestCounts
-from kato_exporter.sources.base import Backoff, Link, SourceError
+from kato_exporter.supervision import Backoff, Link, SourceError
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ import aiohttp
 
 from kato_exporter.model import Container, ContainerMeta, ContainersSample, ContainerUsage
 from kato_exporter.sources import cgroups
-from kato_exporter.sources.base import Backoff, Link
+from kato_exporter.supervision import Backoff, Link
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 
 from kato_exporter.model import KATO_HEALTH_STATES, KatoSample
-from kato_exporter.sources.base import SourceError
+from kato_exporter.supervision import SourceError
 
 
 class KatoApi:

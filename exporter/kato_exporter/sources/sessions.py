@@ -38,8 +38,8 @@ from redis.exceptions import RedisError, ResponseError
 
 from kato_exporter.config import redact
 from kato_exporter.model import SessionEvent, SessionsSample
-from kato_exporter.sources.base import Backoff, Link, SourceError
 from kato_exporter.sources.kato import KatoApi, field
+from kato_exporter.supervision import Backoff, Link, SourceError
 
 log = logging.getLogger(__name__)
 

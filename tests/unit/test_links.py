@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from kato_exporter.sources.base import Backoff, Link, SourceError
+from kato_exporter.supervision import Backoff, Link, SourceError
 
 
 async def test_a_failure_is_reported_once_even_when_over_and_the_task_restarts():

@@ -1,5 +1,6 @@
-"""What the sources share: their one error, a first-contact wait, and the supervisor of
-every long-running task a source depends on (an event stream, a subscription, a log follower).
+"""The supervisor of every long-running task (an event stream, a subscription, a log
+follower, the Grafana Live pusher), with what it needs: the one error a source reports, a
+first-contact wait, and backoff.
 """
 
 from __future__ import annotations

@@ -1,0 +1,774 @@
+"""The six KATO dashboards. ``python -m grafana.kato_dashboards`` writes them to grafana/dashboards/."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import common
+
+from grafana.kato_dashboards.panels import (
+    CONTAINER,
+    INSTANCE,
+    bars,
+    board,
+    container_variable,
+    graph,
+    instance_variable,
+    listing,
+    live,
+    numbered,
+    single,
+    states,
+    timeline,
+    unit_override,
+)
+
+# the states the exporter reports, as in kato_container_state and kato_container_health_status
+CONTAINER_STATES = ("created", "running", "paused", "restarting", "removing", "exited", "dead")
+HEALTH_STATES = ("starting", "healthy", "unhealthy")
+RATE = "[$__rate_interval]"
+RANGE = "[$__range]"
+# Prometheus and Alertmanager scrape themselves every 15 s, not at the datasource's 5 s that
+# $__rate_interval assumes: four of their scrapes
+SELF_RATE = "[1m]"
+
+
+def one_number(metric: str, selector: str, label: str, values: tuple[str, ...]) -> str:
+    """A one-of gauge (``kato_container_state{state="running"} 1``) as one number per name:
+    1 for the first of ``values``, 2 for the second…, so a state timeline can colour it."""
+    parts = [f'{metric}{{{selector}, {label}="{v}"}} * {i} == {i}' for i, v in enumerate(values, 1)]
+    return "max by (name) (" + " or ".join(parts) + ")"
+
+
+def overview() -> Any:
+    return (
+        board(
+            "kato-overview",
+            "KATO overview",
+            "Is KATO up and healthy, how many sessions, how busy, which containers use most, what fires.",
+            instance_variable(),
+        )
+        .with_panel(
+            single(
+                "KATO API",
+                "1 when the exporter's last poll of KATO's /health, /metrics and /sessions/count worked.",
+                "none",
+                (f"min(kato_up{{{INSTANCE}}})", "up"),
+                mappings=states(("1", "up"), ("0", "down")),
+            )
+        )
+        .with_panel(
+            single(
+                "KATO health",
+                "What KATO's /health says (healthy, degraded or unhealthy).",
+                "none",
+                (f"kato_health_status{{{INSTANCE}}} == 1", "{{status}}"),
+            ).text_mode(common.BigValueTextMode.NAME)
+        )
+        .with_panel(
+            single(
+                "Active sessions",
+                "Exact: live session keys in Redis, from keyspace events. KATO's own count beside it "
+                "never drops when a session expires.",
+                "none",
+                (f"sum(kato_sessions_active{{{INSTANCE}}})", "exact"),
+                (f"sum(kato_sessions_reported{{{INSTANCE}}})", "KATO's count"),
+                width=6,
+            )
+        )
+        .with_panel(
+            single(
+                "Requests",
+                "Requests per second in the KATO containers' access logs, over 5 minutes.",
+                "reqps",
+                (f"sum(kato:http_requests:rate5m{{{INSTANCE}}})", "requests/s"),
+            )
+        )
+        .with_panel(
+            single(
+                "5xx ratio",
+                "Share of responses with a 5xx code over 5 minutes.",
+                "percentunit",
+                (f"max(kato:http_errors:ratio_rate5m{{{INSTANCE}}})", "5xx"),
+                width=3,
+            )
+        )
+        .with_panel(
+            single(
+                "Containers running",
+                "Running containers, and all containers the exporter watches.",
+                "none",
+                (f'sum(kato_container_state{{{INSTANCE}, state="running"}})', "running"),
+                (f"count(kato_container_info{{{INSTANCE}}})", "total"),
+                width=3,
+            )
+        )
+        .with_panel(
+            graph(
+                "Session events",
+                "Sessions created, destroyed and expired per second.",
+                "ops",
+                (f"sum by (event) (rate(kato_session_events_total{{{INSTANCE}}}{RATE}))", "{{event}}"),
+                width=8,
+            )
+        )
+        .with_panel(
+            graph(
+                "Requests by status",
+                "Requests per second by status code.",
+                "reqps",
+                (f"sum by (code) (rate(kato_http_requests_total{{{INSTANCE}}}{RATE}))", "{{code}}"),
+                width=8,
+                stack=True,
+            )
+        )
+        .with_panel(
+            graph(
+                "5xx ratio",
+                "Share of 5xx responses over 5 minutes, against the alert thresholds.",
+                "percentunit",
+                (f"kato:http_errors:ratio_rate5m{{{INSTANCE}}}", "{{instance}}"),
+                width=8,
+                lines="kato_http_error_ratio",
+            )
+        )
+        .with_panel(
+            bars(
+                "Top containers by CPU",
+                "CPU used as a share of the container's limit (of the host's cores without one).",
+                "percentunit",
+                (f"topk(10, kato:container_cpu_usage:ratio_irate{{{INSTANCE}}})", "{{name}}"),
+            )
+        )
+        .with_panel(
+            bars(
+                "Top containers by memory",
+                "Working set as a share of the container's memory limit (containers with a limit).",
+                "percentunit",
+                (f"topk(10, kato:container_memory_usage:ratio{{{INSTANCE}}})", "{{name}}"),
+            )
+        )
+        .with_panel(
+            graph(
+                "Host CPU",
+                "Busy share of all CPUs, against the alert thresholds.",
+                "percentunit",
+                (f"kato_host_cpu_usage_ratio{{{INSTANCE}}}", "{{instance}}"),
+                lines="kato_host_cpu_usage_ratio",
+            )
+        )
+        .with_panel(
+            graph(
+                "Host memory",
+                "1 − available ÷ total, against the alert thresholds.",
+                "percentunit",
+                (f"kato_host_memory_usage_ratio{{{INSTANCE}}}", "{{instance}}"),
+                lines="kato_host_memory_usage_ratio",
+            )
+        )
+        .with_panel(
+            listing(
+                "Firing alerts",
+                "Alerts Prometheus sends to Alertmanager now; silences are in Grafana's Alerting.",
+                ('ALERTS{alertstate="firing"}', ""),
+            )
+        )
+    )
+
+
+def containers() -> Any:
+    c = CONTAINER
+    return (
+        board(
+            "kato-containers",
+            "KATO containers",
+            "Each container: CPU, memory against its limit, I/O, processes, restarts, state and health.",
+            instance_variable(),
+            container_variable(),
+        )
+        .with_panel(
+            graph(
+                "CPU",
+                "CPU used, in cores.",
+                "suffix: cores",
+                (f"rate(kato_container_cpu_usage_seconds_total{{{c}}}{RATE})", "{{name}}"),
+            )
+        )
+        .with_panel(
+            graph(
+                "CPU share of limit",
+                "CPU used as a share of the container's limit (of the host's cores without one).",
+                "percentunit",
+                (f"kato:container_cpu_usage:ratio_irate{{{c}}}", "{{name}}"),
+                lines="kato_container_cpu_usage_ratio",
+            )
+        )
+        .with_panel(
+            graph(
+                "Working set and limit",
+                "Memory the kernel cannot reclaim, and the limit it is held to.",
+                "bytes",
+                (f"kato_container_memory_working_set_bytes{{{c}}}", "{{name}}"),
+                (f"kato_container_memory_limit_bytes{{{c}}}", "{{name}} limit"),
+            )
+        )
+        .with_panel(
+            graph(
+                "Memory share of limit",
+                "Working set as a share of the memory limit (containers with a limit).",
+                "percentunit",
+                (f"kato:container_memory_usage:ratio{{{c}}}", "{{name}}"),
+                lines="kato_container_memory_usage_ratio",
+            )
+        )
+        .with_panel(
+            graph(
+                "Network",
+                "Bytes per second received and sent.",
+                "Bps",
+                (f"rate(kato_container_network_receive_bytes_total{{{c}}}{RATE})", "{{name}} receive"),
+                (f"rate(kato_container_network_transmit_bytes_total{{{c}}}{RATE})", "{{name}} transmit"),
+                width=8,
+            )
+        )
+        .with_panel(
+            graph(
+                "Block I/O",
+                "Bytes per second read from and written to block devices.",
+                "Bps",
+                (f"rate(kato_container_block_read_bytes_total{{{c}}}{RATE})", "{{name}} read"),
+                (f"rate(kato_container_block_write_bytes_total{{{c}}}{RATE})", "{{name}} write"),
+                width=8,
+            )
+        )
+        .with_panel(
+            graph(
+                "Processes",
+                "Processes and threads in the container.",
+                "none",
+                (f"kato_container_pids{{{c}}}", "{{name}}"),
+                width=8,
+            )
+        )
+        .with_panel(
+            timeline(
+                "State",
+                "Docker's state of each container.",
+                (one_number("kato_container_state", c, "state", CONTAINER_STATES), "{{name}}"),
+            ).mappings(numbered(CONTAINER_STATES))
+        )
+        .with_panel(
+            timeline(
+                "Health",
+                "The result of each container's healthcheck (containers with one).",
+                (one_number("kato_container_health_status", c, "status", HEALTH_STATES), "{{name}}"),
+                width=16,
+            ).mappings(numbered(HEALTH_STATES))
+        )
+        .with_panel(
+            graph(
+                "Restarts in the time range",
+                "Times Docker restarted the container within the dashboard's time range.",
+                "none",
+                (
+                    f"kato_container_restarts_total{{{c}}}"
+                    f" - min_over_time(kato_container_restarts_total{{{c}}}{RANGE})",
+                    "{{name}}",
+                ),
+                width=8,
+            )
+        )
+    )
+
+
+def sessions() -> Any:
+    return (
+        board(
+            "kato-sessions",
+            "KATO sessions and API",
+            "Sessions (exact, as KATO reports them, and stale index entries), session events and requests.",
+            instance_variable(),
+        )
+        .with_panel(
+            graph(
+                "Sessions",
+                "Exact live sessions from Redis; KATO's count (the size of its index, which keeps expired "
+                "sessions); index entries whose session is gone.",
+                "none",
+                (f"kato_sessions_active{{{INSTANCE}}}", "active {{instance}}"),
+                (f"kato_sessions_reported{{{INSTANCE}}}", "KATO's count {{instance}}"),
+                (f"kato_sessions_index_stale{{{INSTANCE}}}", "stale index {{instance}}"),
+                width=16,
+            )
+        )
+        .with_panel(
+            single(
+                "Events in the time range",
+                "Session events within the dashboard's time range.",
+                "none",
+                (f"sum by (event) (increase(kato_session_events_total{{{INSTANCE}}}{RANGE}))", "{{event}}"),
+                width=8,
+                height=8,
+            )
+        )
+        .with_panel(
+            graph(
+                "Session events",
+                "Sessions created, destroyed and expired per second.",
+                "ops",
+                (f"sum by (event) (rate(kato_session_events_total{{{INSTANCE}}}{RATE}))", "{{event}}"),
+            )
+        )
+        .with_panel(
+            graph(
+                "5xx ratio",
+                "Share of 5xx responses over 5 minutes, against the alert thresholds.",
+                "percentunit",
+                (f"kato:http_errors:ratio_rate5m{{{INSTANCE}}}", "{{instance}}"),
+                lines="kato_http_error_ratio",
+            )
+        )
+        .with_panel(
+            graph(
+                "Requests by status",
+                "Requests per second in the KATO containers' access logs, by status code.",
+                "reqps",
+                (f"sum by (code) (rate(kato_http_requests_total{{{INSTANCE}}}{RATE}))", "{{code}}"),
+                stack=True,
+            )
+        )
+        .with_panel(
+            graph(
+                "Requests by method",
+                "Requests per second by HTTP method.",
+                "reqps",
+                (f"sum by (method) (rate(kato_http_requests_total{{{INSTANCE}}}{RATE}))", "{{method}}"),
+                stack=True,
+            )
+        )
+        .with_panel(
+            graph(
+                "KATO processors",
+                "Processors cached by the KATO worker that answered, and the cache's size.",
+                "none",
+                (f"kato_processors{{{INSTANCE}}}", "cached {{instance}}"),
+                (f"kato_processors_max{{{INSTANCE}}}", "max {{instance}}"),
+                width=8,
+            )
+        )
+        .with_panel(
+            single(
+                "KATO uptime",
+                "Uptime of the KATO worker that answered /health.",
+                "s",
+                (f"kato_uptime_seconds{{{INSTANCE}}}", "{{instance}}"),
+                width=8,
+                height=8,
+            )
+        )
+        .with_panel(
+            single(
+                "Session source",
+                "redis: exact, from keyspace events; api: KATO's count and /ws/events (misses expiries).",
+                "none",
+                (f"kato_exporter_session_mode{{{INSTANCE}}} == 1", "{{mode}}"),
+                width=8,
+                height=8,
+            ).text_mode(common.BigValueTextMode.NAME)
+        )
+    )
+
+
+def host() -> Any:
+    return (
+        board(
+            "kato-host",
+            "KATO host",
+            "The Docker host under KATO: CPU, load, memory, swap, filesystems, network.",
+            instance_variable(),
+        )
+        .with_panel(
+            graph(
+                "CPU",
+                "Busy share of all CPUs, against the alert thresholds.",
+                "percentunit",
+                (f"kato_host_cpu_usage_ratio{{{INSTANCE}}}", "{{instance}}"),
+                lines="kato_host_cpu_usage_ratio",
+            )
+        )
+        .with_panel(
+            graph(
+                "Load",
+                "Load averages, and the number of CPUs to read them against.",
+                "none",
+                (f"kato_host_load1{{{INSTANCE}}}", "1m {{instance}}"),
+                (f"kato_host_load5{{{INSTANCE}}}", "5m {{instance}}"),
+                (f"kato_host_load15{{{INSTANCE}}}", "15m {{instance}}"),
+                (f"kato_host_cpus{{{INSTANCE}}}", "CPUs {{instance}}"),
+            )
+        )
+        .with_panel(
+            graph(
+                "Memory",
+                "1 − available ÷ total, against the alert thresholds.",
+                "percentunit",
+                (f"kato_host_memory_usage_ratio{{{INSTANCE}}}", "{{instance}}"),
+                lines="kato_host_memory_usage_ratio",
+                width=8,
+            )
+        )
+        .with_panel(
+            graph(
+                "Memory in bytes",
+                "Physical memory, and what is available without swapping.",
+                "bytes",
+                (f"kato_host_memory_total_bytes{{{INSTANCE}}}", "total {{instance}}"),
+                (f"kato_host_memory_available_bytes{{{INSTANCE}}}", "available {{instance}}"),
+                width=8,
+            )
+        )
+        .with_panel(
+            graph(
+                "Swap",
+                "Swap in use, and all of it.",
+                "bytes",
+                (f"kato_host_swap_used_bytes{{{INSTANCE}}}", "used {{instance}}"),
+                (f"kato_host_swap_total_bytes{{{INSTANCE}}}", "total {{instance}}"),
+                width=8,
+            )
+        )
+        .with_panel(
+            graph(
+                "Filesystems used",
+                "Share of each filesystem in use.",
+                "percentunit",
+                (
+                    f"kato_host_filesystem_used_bytes{{{INSTANCE}}}"
+                    f" / kato_host_filesystem_size_bytes{{{INSTANCE}}}",
+                    "{{mountpoint}}",
+                ),
+                width=16,
+            )
+        )
+        .with_panel(
+            single(
+                "Mounts not answering",
+                "Filesystems whose statfs did not answer in time (a hung NFS or FUSE mount).",
+                "none",
+                (f"sum(kato_host_filesystem_device_error{{{INSTANCE}}})", "mounts"),
+                width=8,
+                height=8,
+            )
+        )
+        .with_panel(
+            graph(
+                "Network",
+                "Bytes per second received and sent, per device.",
+                "Bps",
+                (f"rate(kato_host_network_receive_bytes_total{{{INSTANCE}}}{RATE})", "{{device}} receive"),
+                (f"rate(kato_host_network_transmit_bytes_total{{{INSTANCE}}}{RATE})", "{{device}} transmit"),
+                width=16,
+            )
+        )
+        .with_panel(
+            single(
+                "Uptime",
+                "Time since the host booted.",
+                "s",
+                (f"time() - kato_host_boot_time_seconds{{{INSTANCE}}}", "{{instance}}"),
+                width=8,
+                height=8,
+            )
+        )
+    )
+
+
+def monitoring() -> Any:
+    return (
+        board(
+            "kato-monitoring",
+            "KATO monitoring itself",
+            "Is the monitoring working: exporter sources, scrapes, rule evaluation, alert delivery.",
+            instance_variable(),
+        )
+        .with_panel(
+            timeline(
+                "Exporter sources",
+                "Whether each source's last collection succeeded.",
+                (f"kato_exporter_source_up{{{INSTANCE}}}", "{{instance}} {{source}}"),
+            ).mappings(states(("1", "up"), ("0", "down")))
+        )
+        .with_panel(
+            graph(
+                "Collection duration",
+                "How long each source's last collection took.",
+                "s",
+                (f"kato_exporter_collect_duration_seconds{{{INSTANCE}}}", "{{source}}"),
+                width=8,
+            )
+        )
+        .with_panel(
+            graph(
+                "Collection errors",
+                "Failed collections per second, by source.",
+                "ops",
+                (f"rate(kato_exporter_collect_errors_total{{{INSTANCE}}}{RATE})", "{{source}}"),
+                width=8,
+            )
+        )
+        .with_panel(
+            graph(
+                "Data age",
+                "Time since each source's last successful collection.",
+                "s",
+                (f"time() - kato_exporter_last_success_timestamp_seconds{{{INSTANCE}}}", "{{source}}"),
+                width=8,
+            )
+        )
+        .with_panel(
+            graph(
+                "Scrapes of the exporter",
+                "How long Prometheus' scrapes of each exporter take.",
+                "s",
+                (f'scrape_duration_seconds{{job="kato-exporter", {INSTANCE}}}', "{{instance}}"),
+                width=8,
+            )
+        )
+        .with_panel(
+            graph(
+                "Samples per scrape",
+                "Samples in each scrape of the exporter.",
+                "none",
+                (f'scrape_samples_scraped{{job="kato-exporter", {INSTANCE}}}', "{{instance}}"),
+                width=8,
+            )
+        )
+        .with_panel(
+            timeline(
+                "Exporters up",
+                "Whether Prometheus' last scrape of each exporter succeeded.",
+                (f'up{{job="kato-exporter", {INSTANCE}}}', "{{instance}}"),
+                width=8,
+            ).mappings(states(("1", "up"), ("0", "down")))
+        )
+        .with_panel(
+            graph(
+                "Rule evaluation",
+                "Rule evaluations that failed per second, and how long each group took.",
+                "s",
+                (f"sum by (rule_group) (rate(prometheus_rule_evaluation_failures_total{SELF_RATE}))", ""),
+                ("prometheus_rule_group_last_duration_seconds", "{{rule_group}} duration"),
+                width=8,
+            ).override_by_query("A", [unit_override("ops")])
+        )
+        .with_panel(
+            graph(
+                "Prometheus → Alertmanager",
+                "Alerts Prometheus sent, failed to send and dropped per second.",
+                "ops",
+                (f"sum by (alertmanager) (rate(prometheus_notifications_sent_total{SELF_RATE}))", "sent"),
+                (
+                    f"sum by (alertmanager) (rate(prometheus_notifications_errors_total{SELF_RATE}))",
+                    "errors",
+                ),
+                (f"rate(prometheus_notifications_dropped_total{SELF_RATE})", "dropped"),
+                width=8,
+            )
+        )
+        .with_panel(
+            graph(
+                "Alertmanager alerts",
+                "Alerts Alertmanager holds, by state.",
+                "none",
+                ("sum by (state) (alertmanager_alerts)", "{{state}}"),
+                width=8,
+            )
+        )
+        .with_panel(
+            graph(
+                "Notifications sent",
+                "Notifications Alertmanager sent per second, by integration.",
+                "ops",
+                (
+                    f"sum by (integration) (rate(alertmanager_notifications_total{SELF_RATE}))",
+                    "{{integration}}",
+                ),
+                width=8,
+            )
+        )
+        .with_panel(
+            graph(
+                "Notifications failed",
+                "Notifications Alertmanager failed to send per second, by integration.",
+                "ops",
+                (
+                    f"sum by (integration) (rate(alertmanager_notifications_failed_total{SELF_RATE}))",
+                    "{{integration}}",
+                ),
+                width=8,
+            )
+        )
+        .with_panel(
+            graph(
+                "Webhook into the exporter",
+                "Alertmanager notifications the exporter received, by status (relayed to the old page).",
+                "ops",
+                (
+                    "sum by (status) "
+                    f"(rate(kato_exporter_alertmanager_notifications_total{{{INSTANCE}}}{RATE}))",
+                    "{{status}}",
+                ),
+                width=8,
+            )
+        )
+        .with_panel(
+            graph(
+                "Grafana Live pushes",
+                "Pushes to Grafana Live per second, by result.",
+                "ops",
+                (
+                    f"sum by (result) (rate(kato_exporter_live_pushes_total{{{INSTANCE}}}{RATE}))",
+                    "{{result}}",
+                ),
+                width=8,
+            )
+        )
+        .with_panel(
+            graph(
+                "Grafana Live push duration",
+                "Mean duration of a push to Grafana Live.",
+                "s",
+                (
+                    f"rate(kato_exporter_live_push_duration_seconds_sum{{{INSTANCE}}}{RATE})"
+                    f" / rate(kato_exporter_live_push_duration_seconds_count{{{INSTANCE}}}{RATE})",
+                    "{{instance}}",
+                ),
+                width=8,
+            )
+        )
+    )
+
+
+def kato_live() -> Any:
+    return (
+        board(
+            "kato-live",
+            "KATO live",
+            "Pushed by the exporter to Grafana Live once a second, and each session event and alert at "
+            "once: no Prometheus in between. Shows the stream `kato` (--grafana.live.stream).",
+        )
+        .refresh("")
+        .time("now-5m", "now")
+        .with_panel(live("Container CPU", "CPU used, in cores.", "suffix: cores", "containers", "cpu_cores"))
+        .with_panel(
+            live(
+                "Container working set",
+                "Working set of each container.",
+                "bytes",
+                "containers",
+                "memory_working_set_bytes",
+            )
+        )
+        .with_panel(
+            live(
+                "Container network",
+                "Bytes per second received and sent.",
+                "Bps",
+                "containers",
+                "network_receive_bytes_per_second",
+                "network_transmit_bytes_per_second",
+                width=8,
+            )
+        )
+        .with_panel(
+            live(
+                "Container block I/O",
+                "Bytes per second read and written.",
+                "Bps",
+                "containers",
+                "block_read_bytes_per_second",
+                "block_write_bytes_per_second",
+                width=8,
+            )
+        )
+        .with_panel(
+            live(
+                "Host",
+                "Busy share of all CPUs, and memory in use.",
+                "percentunit",
+                "host",
+                "cpu_usage_ratio",
+                "memory_usage_ratio",
+                width=8,
+            )
+        )
+        .with_panel(
+            live(
+                "Sessions",
+                "Exact active sessions, and KATO's count.",
+                "none",
+                "sessions",
+                "active",
+                "reported",
+                width=8,
+            )
+        )
+        .with_panel(
+            live(
+                "Session events",
+                "One point per session event, when it happens: live sessions after it.",
+                "none",
+                "session_events",
+                "active",
+                width=8,
+            )
+        )
+        .with_panel(
+            live(
+                "Requests",
+                "Requests per second by status class.",
+                "reqps",
+                "requests",
+                "rate_2xx",
+                "rate_3xx",
+                "rate_4xx",
+                "rate_5xx",
+                width=8,
+            )
+        )
+        .with_panel(
+            live(
+                "Alert notices",
+                "One point per alert Alertmanager sends: 1 firing, 0 resolved.",
+                "none",
+                "alerts",
+                "firing",
+                width=24,
+            )
+        )
+    )
+
+
+DASHBOARDS: dict[str, Callable[[], Any]] = {
+    "kato-overview": overview,
+    "kato-containers": containers,
+    "kato-sessions": sessions,
+    "kato-host": host,
+    "kato-monitoring": monitoring,
+    "kato-live": kato_live,
+}
+
+
+def render(make: Callable[[], Any]) -> dict[str, Any]:
+    """The dashboard's JSON model, panels numbered in order."""
+    model: dict[str, Any] = json.loads(json.dumps(make().build(), cls=JSONEncoder))
+    for number, panel in enumerate(model["panels"], 1):
+        panel["id"] = number
+    return model
+
+
+def encode(model: dict[str, Any]) -> str:
+    return json.dumps(model, indent=2, ensure_ascii=False) + "\n"

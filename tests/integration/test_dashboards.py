@@ -1,0 +1,301 @@
+"""Every panel is proven: each query of each dashboard, run against a real Prometheus with the
+repository's config and rules, returns data.
+
+The stack runs the way scripts/run.sh starts it (faster clocks): the exporter, Prometheus and
+Alertmanager, with real containers (one pinned at its CPU limit, one with a memory limit, one
+exited, one unhealthy, one restarting), the KATO double on a real Redis with sessions created,
+deleted and expiring and stale index entries, an access log with 2xx and 5xx, an alert firing
+through Alertmanager, and Grafana Live pushes to a stand-in. What a healthy system would leave
+empty (5xx, restarts, stale sessions, a firing alert) is made to happen, so that no panel is
+excused.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from scripts.stack import Program, Settings, start, stop
+from tests.conftest import (
+    IMAGE,
+    RUN_LABEL,
+    Daemon,
+    answers_tcp,
+    docker,
+    free_port,
+    redis_command,
+    wait_for,
+)
+from tests.dashboards import dashboards, fill, label_values_query, metric_names, targets, variables
+from tests.standins import Inbox, http_receiver, slack_standin, smtp_standin
+
+pytestmark = pytest.mark.integration
+
+SCRAPE_SECONDS = 1
+RANGE_SECONDS = 120
+INDEX = "kato:session:_active_index"  # KATO's index of sessions (a Redis set)
+ACCESS_LOG = (  # uvicorn's access log, as KATO writes it: mostly 200, some 500
+    "while true; do "
+    "echo 'INFO:     172.17.0.1:40000 - \"GET /sessions/count HTTP/1.1\" 200 OK'; "
+    "echo 'INFO:     172.17.0.1:40001 - \"POST /sessions HTTP/1.1\" 200 OK'; "
+    "echo 'INFO:     172.17.0.1:40002 - \"POST /sessions HTTP/1.1\" 500 Internal Server Error'; "
+    "sleep 0.5; done"
+)
+
+
+class QueryError(Exception):
+    """Prometheus refused a query; the message is its error."""
+
+
+@dataclass
+class Stack:
+    exporter: Program
+    alertmanager: Program
+    prometheus: Program
+    containers: dict[str, str]  # role -> name
+
+    def query(self, path: str, **params: str) -> Any:
+        url = f"{self.prometheus.url}/api/v1/{path}?{urllib.parse.urlencode(params)}"
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                body = json.load(response)
+        except urllib.error.HTTPError as exc:
+            body = json.load(exc)
+        if body["status"] != "success":
+            raise QueryError(body.get("error", body))
+        return body["data"]
+
+    def instant(self, expr: str) -> list[dict[str, Any]]:
+        return self.query("query", query=expr)["result"]  # type: ignore[no-any-return]
+
+    def range(self, expr: str) -> list[dict[str, Any]]:
+        end = time.time()
+        return self.query(  # type: ignore[no-any-return]
+            "query_range", query=expr, start=str(end - RANGE_SECONDS), end=str(end), step="2"
+        )["result"]
+
+
+def record(inbox: Inbox, body: bytes) -> int:
+    inbox.add(body)
+    return 200
+
+
+def run(name: str, command: str, *options: str) -> str:
+    docker(
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--label",
+        RUN_LABEL,
+        "--network",
+        "none",
+        *options,
+        IMAGE,
+        "sh",
+        "-c",
+        command,
+    )
+    return name
+
+
+def sessions_churn(kato_url: str, stop_event: threading.Event) -> None:
+    """Create a session every 0.3 s; delete every third, let the others expire after 2 s."""
+
+    def call(method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(
+            kato_url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return json.load(response)
+
+    n = 0
+    while not stop_event.wait(0.3):
+        created = call("POST", "/sessions", {"node_id": "dashboards", "ttl_seconds": 2 + n % 5})
+        if n % 3 == 0:
+            call("DELETE", f"/sessions/{created['session_id']}")
+        n += 1
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, dockerd: None) -> Iterator[Stack]:
+    tmp = tmp_path_factory.mktemp("dashboards")
+    prefix = f"kato-dash-{time.time_ns() % 10**8}"
+    redis_port, kato_port = free_port(), free_port()
+    redis = Daemon(
+        "redis", redis_command(redis_port, tmp), answers_tcp(redis_port), f"redis://127.0.0.1:{redis_port}/0"
+    )
+    kato = Daemon(
+        "kato-double",
+        [sys.executable, "-m", "tests.kato_double", "--port", str(kato_port), "--redis-url", redis.url],
+        answers_tcp(kato_port),
+        f"http://127.0.0.1:{kato_port}",
+    )
+    pushes = Inbox()
+    churn_stop = threading.Event()
+    names = {
+        "cpu": f"{prefix}-cpu",
+        "memory": f"{prefix}-memory",
+        "exited": f"{prefix}-exited",
+        "unhealthy": f"{prefix}-unhealthy",
+        "restarting": f"{prefix}-restarting",
+        "kato": f"{prefix}-kato",
+    }
+    programs: list[Program] = []
+    with (
+        slack_standin() as slack,
+        smtp_standin() as smtp,
+        http_receiver(lambda _, body: record(pushes, body)) as grafana,
+    ):
+        try:
+            redis.start()
+            kato.start()
+            run(names["cpu"], "yes > /dev/null", "--cpus", "0.5")
+            run(names["memory"], "sleep 3600", "--memory", "64m")
+            run(names["exited"], "exit 3")
+            run(names["unhealthy"], "sleep 3600", "--health-cmd", "false", "--health-interval", "1s")
+            run(names["restarting"], "sleep 1; exit 1", "--restart", "on-failure:50")
+            run(names["kato"], ACCESS_LOG)
+            token = tmp / "grafana_token"
+            token.write_text("glsa_dashboards_test\n")
+            secrets = tmp / "secrets"
+            secrets.mkdir()
+            (secrets / "slack_api_url").write_text(slack[0])
+            (secrets / "smtp_password").write_text("not-used-without-AUTH")
+            settings = Settings(
+                state=tmp / "state",
+                host="127.0.0.1",
+                exporter_port=free_port(),
+                prometheus_port=free_port(),
+                alertmanager_port=free_port(),
+                exporter_args=[
+                    f"--collector.containers.label-selector={RUN_LABEL}",
+                    f"--kato.url={kato.url}",
+                    f"--kato.redis-url={redis.url}",
+                    "--kato.interval=1s",
+                    "--kato.reconcile-interval=3s",
+                    f"--kato.log-container={names['kato']}",
+                    f"--grafana.url={grafana}",
+                    f"--grafana.token-file={token}",
+                ],
+                slack_api_url_file=str(secrets / "slack_api_url"),
+                smtp_password_file=str(secrets / "smtp_password"),
+                smtp_smarthost=smtp[0],
+                email_to="oncall@example.org",
+                scrape_interval=f"{SCRAPE_SECONDS}s",
+                evaluation_interval="1s",
+                group_wait="1s",
+                group_interval="1s",
+                resend_delay="1s",
+            )
+            programs = start(settings)
+            threading.Thread(target=sessions_churn, args=(kato.url, churn_stop), daemon=True).start()
+            redis_cli(redis_port, "SADD", INDEX, "session-gone-1", "session-gone-2")  # stale entries
+            ready = Stack(*programs, containers=names)  # type: ignore[misc]
+            wait_until_everything_happened(ready)
+            yield ready
+        finally:
+            churn_stop.set()
+            stop(programs)
+            docker("rm", "-f", *names.values(), check=False)
+            kato.stop()
+            redis.stop()
+
+
+def redis_cli(port: int, *args: str) -> None:
+    subprocess.run(["redis-cli", "-p", str(port), *args], check=True, capture_output=True)
+
+
+def wait_until_everything_happened(stack: Stack) -> None:
+    """The conditions that a healthy system would not show, seen by Prometheus."""
+    conditions = {
+        "a firing alert in Prometheus": 'ALERTS{alertstate="firing"}',
+        "an alert in Alertmanager": 'alertmanager_alerts{state="active"} > 0',
+        "a notification sent": "alertmanager_notifications_total > 0",
+        "the webhook into the exporter": "kato_exporter_alertmanager_notifications_total > 0",
+        "a restart": "kato_container_restarts_total > 0",
+        "an unhealthy container": 'kato_container_health_status{status="unhealthy"} == 1',
+        "an exited container": 'kato_container_state{state="exited"} == 1',
+        "an expired session": 'kato_session_events_total{event="expired"} > 0',
+        "a stale index entry": "kato_sessions_index_stale > 0",
+        "5xx responses": 'kato_http_requests_total{code=~"5.."} > 0',
+        "a 5xx ratio": "kato:http_errors:ratio_rate5m > 0",
+        "Live pushes": 'kato_exporter_live_pushes_total{result="success"} > 0',
+        "a CPU-limited container busy": "kato:container_cpu_usage:ratio_irate > 0.5",
+    }
+    for what, expr in conditions.items():
+        wait_for(lambda expr=expr: stack.instant(expr), 90, interval=1, what=what)
+    time.sleep(10)  # a few more scrapes, so that rate() over $__rate_interval has its points
+
+
+def variable_values(stack: Stack, board: dict[str, Any]) -> dict[str, list[str]]:
+    """Each variable's values, from its own query, in order (a later one may use an earlier)."""
+    values: dict[str, list[str]] = {}
+    for variable in variables(board):
+        selector, label = label_values_query(variable["query"])
+        selector = fill(selector, values, RANGE_SECONDS, SCRAPE_SECONDS)
+        found = stack.query(f"label/{label}/values", **{"match[]": selector})
+        assert found, f"variable {variable['name']} of {board['uid']}: {selector} has no {label}"
+        values[variable["name"]] = found
+    return values
+
+
+def test_every_panel_query_returns_data(stack: Stack):
+    values = {name: variable_values(stack, board) for name, board in dashboards().items()}
+    assert stack.containers["cpu"] in values["kato-containers.json"]["container"]
+    empty, ran = [], 0
+    for target in targets("prometheus"):
+        expr = fill(target.query["expr"], values[target.dashboard], RANGE_SECONDS, SCRAPE_SECONDS)
+        ran += 1
+        try:
+            if not stack.range(expr):
+                empty.append(f"{target.where}: no data: {expr}")
+        except QueryError as exc:
+            empty.append(f"{target.where}: {exc}: {expr}")
+    assert ran > 80
+    assert not empty, "panels without data:\n" + "\n".join(empty)
+
+
+def test_every_metric_a_query_names_exists(stack: Stack):
+    known = set(stack.query("label/__name__/values"))
+    missing = {
+        f"{name} (in {target.where})"
+        for target in targets("prometheus")
+        for name in metric_names(target.query["expr"])
+        if name not in known
+    }
+    for board in dashboards().values():
+        for variable in variables(board):
+            selector, _ = label_values_query(variable["query"])
+            missing |= {f"{n} (variable {variable['name']})" for n in metric_names(selector) - known}
+    assert not missing, sorted(missing)
+
+
+def test_the_containers_dashboard_shows_the_conditions(stack: Stack):
+    """Beyond 'some data': the right container is in the right state on the panels that show it."""
+    names = stack.containers
+    board = dashboards()["kato-containers.json"]
+    values = variable_values(stack, board)
+    by_title = {t.panel: t for t in targets("prometheus") if t.dashboard == "kato-containers.json"}
+
+    def latest(title: str) -> dict[str, float]:
+        expr = fill(by_title[title].query["expr"], values, RANGE_SECONDS, SCRAPE_SECONDS)
+        return {r["metric"].get("name", ""): float(r["value"][1]) for r in stack.instant(expr)}
+
+    state = latest("State")  # 1 created, 2 running, … 6 exited
+    assert state[names["cpu"]] == 2 and state[names["exited"]] == 6
+    assert latest("Health")[names["unhealthy"]] == 3  # starting, healthy, unhealthy
+    assert 0.3 < latest("CPU")[names["cpu"]] <= 0.55  # cores, pinned at 0.5
+    assert latest("Restarts in the time range")[names["restarting"]] >= 1

@@ -1,0 +1,83 @@
+"""Local stand-ins for what cannot run here: Slack's incoming webhook, an SMTP server, and
+Grafana's Live push endpoint. Each records what it got, with the time it arrived."""
+
+from __future__ import annotations
+
+import contextlib
+import email
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from aiosmtpd.controller import Controller
+
+from tests.conftest import free_port
+
+
+@dataclass
+class Inbox:
+    """What a receiver got, with the time each arrived."""
+
+    items: list[tuple[float, Any]] = field(default_factory=list)
+
+    def add(self, item: Any) -> None:
+        self.items.append((time.time(), item))
+
+
+@contextlib.contextmanager
+def http_receiver(answer: Callable[[BaseHTTPRequestHandler, bytes], int]) -> Iterator[str]:
+    """An HTTP server on loopback that hands each POST's handler and body to ``answer``, which
+    returns the status to send. Yields its base URL."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.send_response(answer(self, body))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextlib.contextmanager
+def slack_standin() -> Iterator[tuple[str, Inbox]]:
+    """Slack's incoming webhook: records each JSON payload. Yields (webhook URL, inbox)."""
+    inbox = Inbox()
+
+    def answer(_: BaseHTTPRequestHandler, body: bytes) -> int:
+        inbox.add(json.loads(body))
+        return 200
+
+    with http_receiver(answer) as url:
+        yield f"{url}/services/T000/B000/XXXX", inbox
+
+
+@contextlib.contextmanager
+def smtp_standin() -> Iterator[tuple[str, Inbox]]:
+    """An SMTP server (aiosmtpd): records each message. Yields (host:port, inbox)."""
+    inbox = Inbox()
+
+    class Handler:
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+            inbox.add(email.message_from_bytes(envelope.content))
+            return "250 OK"
+
+    controller = Controller(Handler(), hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        yield f"127.0.0.1:{controller.port}", inbox
+    finally:
+        controller.stop()
