@@ -80,7 +80,7 @@ def fill(expr: str, values: Mapping[str, list[str]], range_seconds: int, scrape_
         expr = expr.replace(macro, value)
     for name, options in values.items():
         regex = "(" + "|".join(map(regex_escape, options)) + ")"
-        expr = re.sub(rf"\${name}\b", lambda _: regex, expr)
+        expr = re.sub(rf"\${name}\b", lambda _, regex=regex: regex, expr)
     assert "$" not in expr, f"unfilled variable in {expr}"
     return expr
 

@@ -29,9 +29,9 @@ class Inbox:
 
 
 @contextlib.contextmanager
-def http_receiver(answer: Callable[[BaseHTTPRequestHandler, bytes], int]) -> Iterator[str]:
-    """An HTTP server on loopback that hands each POST's handler and body to ``answer``, which
-    returns the status to send. Yields its base URL."""
+def http_receiver(answer: Callable[[BaseHTTPRequestHandler, bytes], int], port: int = 0) -> Iterator[str]:
+    """An HTTP server on loopback (``port``: 0 for any) that hands each POST's handler and body to
+    ``answer``, which returns the status to send. Yields its base URL; closed on exit."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
@@ -43,7 +43,7 @@ def http_receiver(answer: Callable[[BaseHTTPRequestHandler, bytes], int]) -> Ite
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"

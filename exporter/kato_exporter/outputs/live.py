@@ -11,9 +11,9 @@ publishes it. Grafana turns measurement ``m`` into the channel ``stream/<stream>
     session_events,type=expired active=41i <ns>
     alerts,alertname=KatoContainerCpuHigh,severity=critical,status=firing firing=1i,summary="…" <ns>
 
-A measurement is pushed only when its source collected again (its timestamp is the source's
-last successful collection, the same instant ``kato_exporter_last_success_timestamp_seconds``
-shows). Bodies stay under 64 KiB; they wait in a bounded queue that drops the oldest, and a
+Every collection of a source becomes one point per row, pushed with the next tick; its
+timestamp is the source's last successful collection, the same instant that
+``kato_exporter_last_success_timestamp_seconds`` shows. Bodies stay under 64 KiB; they wait in a bounded queue that drops the oldest, and a
 Grafana that is away is retried with jittered backoff: collection never waits for Grafana.
 """
 
@@ -274,6 +274,7 @@ class LivePusher:
         self._backoff = Backoff(1.0, 30.0)
         self._failing = False
         self._events: asyncio.Queue[Any] | None = None
+        self._pending: list[str] = []  # points of the collections since the last push
         self._session: aiohttp.ClientSession | None = None
         self._link = Link(f"Grafana Live pusher for {self.url}", self._run, Backoff(1.0, 30.0))
 
@@ -304,15 +305,26 @@ class LivePusher:
     async def _run(self) -> None:
         self._link.connected()
         async with asyncio.TaskGroup() as group:
+            group.create_task(self._watch())
             group.create_task(self._tick())
             group.create_task(self._relay())
             group.create_task(self._send())
 
-    async def _tick(self) -> None:
+    async def _watch(self) -> None:
+        """Turn each new collection into points as it lands, so that none is missed when a
+        source's clock and the push clock drift against each other."""
         points = SnapshotLines()
+        version = 0
+        while True:
+            snapshot = await self._hub.next_snapshot(version)
+            version = snapshot.version
+            self._pending += points(snapshot)
+
+    async def _tick(self) -> None:
         due = time.monotonic()
         while True:
-            self.enqueue(points(self._hub.snapshot))
+            lines, self._pending = self._pending, []
+            self.enqueue(lines)
             due += self._every
             now = time.monotonic()
             if due < now:  # late by more than a tick (a suspended host): keep the phase
