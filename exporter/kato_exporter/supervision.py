@@ -20,6 +20,8 @@ class SourceError(Exception):
 
 def reason(exc: BaseException) -> str:
     """One line on why ``exc`` happened; never empty, even for ``TimeoutError()``."""
+    if isinstance(exc, BaseExceptionGroup):  # a task of a TaskGroup: say which error it was
+        return reason(exc.exceptions[0])
     text = str(exc)
     if isinstance(exc, SourceError):
         return text

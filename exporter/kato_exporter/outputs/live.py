@@ -292,6 +292,9 @@ class LivePusher:
 
     async def collect(self) -> LiveStats:
         await self._link.report()
+        return self.stats()
+
+    def stats(self) -> LiveStats:
         return LiveStats(dict(self._counts), self._duration_sum, self._duration_count)
 
     def enqueue(self, lines: list[str]) -> None:
