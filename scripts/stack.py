@@ -1,5 +1,6 @@
 """The native stack: kato-exporter, Prometheus and Alertmanager on this machine, with this
-repository's configs, all state under one folder.
+repository's configs, all state under one folder; and Grafana with the KATO dashboards when a
+`grafana` (or `grafana-server`) binary is on the PATH.
 
     scripts/run.sh                       # installs what is missing, starts the three, Ctrl-C stops them
     scripts/run.sh --state /var/lib/kato-monitoring -- --kato.url=http://localhost:8000
@@ -8,12 +9,16 @@ The configs are rendered into <state>/config from prometheus/ and alertmanager/:
 exporter's address and the secret files' paths filled in, nothing else changed. Secrets stay
 outside the repository: KATO_SLACK_API_URL_FILE and KATO_SMTP_PASSWORD_FILE name the files that
 hold the Slack webhook URL and the SMTP password; KATO_SMTP_SMARTHOST, KATO_SMTP_FROM and
-KATO_ALERT_EMAIL_TO set where mail goes.
+KATO_ALERT_EMAIL_TO set where mail goes. Grafana's admin password is made on first start in
+<state>/secrets/grafana_admin_password; a Viewer service account's token, made through Grafana's
+API, lets the exporter push to Grafana Live.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import json
 import os
 import secrets
 import shutil
@@ -22,8 +27,10 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -37,6 +44,10 @@ class Settings:
     exporter_port: int = 9817
     prometheus_port: int = 9090
     alertmanager_port: int = 9093
+    grafana_port: int = 3000
+    grafana: str | None = field(
+        default_factory=lambda: shutil.which("grafana") or shutil.which("grafana-server")
+    )
     exporter_args: list[str] = field(default_factory=list)
     slack_api_url_file: str | None = os.environ.get("KATO_SLACK_API_URL_FILE")
     smtp_password_file: str | None = os.environ.get("KATO_SMTP_PASSWORD_FILE")
@@ -97,17 +108,41 @@ def render(s: Settings) -> tuple[Path, Path]:
         for mail in receiver.get("email_configs", []):
             mail["to"] = s.email_to or mail["to"]
     (alertmanager / "alertmanager.yml").write_text(yaml.safe_dump(am, sort_keys=False))
+    render_grafana(s, config / "grafana")
     return prometheus / "prometheus.yml", alertmanager / "alertmanager.yml"
 
 
-def webhook_token(s: Settings) -> Path:
-    """The token Alertmanager sends to the exporter's webhook: made on first start, kept after."""
-    path = s.state / "secrets" / "webhook_token"
+def render_grafana(s: Settings, target: Path) -> None:
+    """Grafana's provisioning, pointed at this stack's Prometheus and Alertmanager and at the
+    repository's dashboards."""
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(ROOT / "grafana" / "provisioning", target)
+    sources_file = target / "datasources" / "kato.yml"
+    sources = yaml.safe_load(sources_file.read_text())
+    ports = {"prometheus": s.prometheus_port, "alertmanager": s.alertmanager_port}
+    for source in sources["datasources"]:
+        source["url"] = f"http://localhost:{ports[source['type']]}"
+    sources_file.write_text(yaml.safe_dump(sources, sort_keys=False))
+    provider_file = target / "dashboards" / "kato.yml"
+    providers = yaml.safe_load(provider_file.read_text())
+    providers["providers"][0]["options"]["path"] = str(ROOT / "grafana" / "dashboards")
+    provider_file.write_text(yaml.safe_dump(providers, sort_keys=False))
+
+
+def secret_file(s: Settings, name: str, make: Callable[[], str]) -> Path:
+    """<state>/secrets/<name>, readable by its owner only: made on first start, kept after."""
+    path = s.state / "secrets" / name
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         path.touch(mode=0o600)
-        path.write_text(secrets.token_urlsafe(32) + "\n")
+        path.write_text(make() + "\n")
     return path
+
+
+def webhook_token(s: Settings) -> Path:
+    """The token Alertmanager sends to the exporter's webhook."""
+    return secret_file(s, "webhook_token", lambda: secrets.token_urlsafe(32))
 
 
 @dataclass
@@ -117,10 +152,16 @@ class Program:
     command: list[str]
     log: Path
     process: subprocess.Popen[bytes] | None = None
+    ready_path: str = "/-/ready"
+    env: dict[str, str] = field(default_factory=dict)
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            self.command, stdout=self.log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True
+            self.command,
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **self.env},
         )
         wait_ready(self)
 
@@ -134,12 +175,93 @@ class Program:
                 self.process.wait()
 
 
+def start_grafana(s: Settings) -> Program:
+    """Grafana with the rendered provisioning, all its state under <state>/grafana."""
+    assert s.grafana is not None
+    home = os.environ.get("KATO_GRAFANA_HOME") or next(
+        (
+            str(p)
+            for p in (Path("/usr/share/grafana"), Path(s.grafana).resolve().parent.parent)
+            if (p / "conf").is_dir()
+        ),
+        "/usr/share/grafana",
+    )
+    command = [s.grafana, *(["server"] if Path(s.grafana).name == "grafana" else []), f"--homepath={home}"]
+    password = secret_file(s, "grafana_admin_password", lambda: secrets.token_urlsafe(24))
+    data = s.state / "grafana"
+    env = {
+        "GF_PATHS_DATA": str(data),
+        "GF_PATHS_LOGS": str(s.state / "logs"),
+        "GF_PATHS_PLUGINS": str(data / "plugins"),
+        "GF_PATHS_PROVISIONING": str(s.state / "config" / "grafana"),
+        "GF_SERVER_HTTP_ADDR": s.host,
+        "GF_SERVER_HTTP_PORT": str(s.grafana_port),
+        "GF_SECURITY_ADMIN_PASSWORD__FILE": str(password),
+        "GF_ANALYTICS_REPORTING_ENABLED": "false",
+        "GF_ANALYTICS_CHECK_FOR_UPDATES": "false",
+        "GF_LIVE_MAX_CONNECTIONS": "100",
+        "GF_LIVE_ALLOWED_ORIGINS": f"http://localhost:{s.grafana_port}",
+    }
+    program = Program(
+        "grafana",
+        f"http://localhost:{s.grafana_port}",
+        command,
+        s.state / "logs" / "grafana.log",
+        ready_path="/api/health",
+        env=env,
+    )
+    program.start()
+    return program
+
+
+def grafana_token(s: Settings, grafana: Program) -> Path:
+    """A token of the Viewer service account ``kato-exporter``, made once through Grafana's API."""
+    password = (s.state / "secrets" / "grafana_admin_password").read_text().strip()
+    auth = "Basic " + base64.b64encode(f"admin:{password}".encode()).decode()
+
+    def call(method: str, path: str, body: dict[str, object] | None = None) -> Any:
+        request = urllib.request.Request(
+            grafana.url + path,
+            data=json.dumps(body).encode() if body is not None else None,
+            method=method,
+            headers={"Authorization": auth, "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.load(response)
+
+    def make() -> str:
+        found = call("GET", "/api/serviceaccounts/search?query=kato-exporter")["serviceAccounts"]
+        account = (
+            found[0]
+            if found
+            else call("POST", "/api/serviceaccounts", {"name": "kato-exporter", "role": "Viewer"})
+        )
+        token = call(
+            "POST",
+            f"/api/serviceaccounts/{account['id']}/tokens",
+            {"name": f"kato-exporter-{int(time.time())}"},
+        )
+        return str(token["key"])
+
+    return secret_file(s, "grafana_token", make)
+
+
 def start(s: Settings) -> list[Program]:
-    """Start the three programs and wait until each says it is ready."""
+    """Start the programs and wait until each says it is ready."""
     prometheus_config, alertmanager_config = render(s)
     logs = s.state / "logs"
     for folder in (logs, s.state / "prometheus", s.state / "alertmanager"):
         folder.mkdir(parents=True, exist_ok=True)
+    programs: list[Program] = []
+    live: list[str] = []
+    if s.grafana:
+        try:
+            programs.append(start_grafana(s))
+            token = grafana_token(s, programs[0])
+        except BaseException:
+            stop(programs)
+            raise
+        live = [f"--grafana.url={programs[0].url}", f"--grafana.token-file={token}"]
     commands = {
         "kato-exporter": (
             s.exporter_port,
@@ -149,6 +271,7 @@ def start(s: Settings) -> list[Program]:
                 "kato_exporter",
                 f"--web.listen-address={s.host}:{s.exporter_port}",
                 f"--alertmanager.token-file={webhook_token(s)}",
+                *live,
                 *s.exporter_args,
             ],
         ),
@@ -176,7 +299,6 @@ def start(s: Settings) -> list[Program]:
             ],
         ),
     }
-    programs: list[Program] = []
     try:
         for name, (port, command) in commands.items():
             programs.append(Program(name, f"http://localhost:{port}", command, logs / f"{name}.log"))
@@ -195,7 +317,7 @@ def wait_ready(program: Program, timeout: float = 30.0) -> None:
             tail = program.log.read_text(errors="replace")[-2000:]
             raise RuntimeError(f"{program.name} exited with {program.process.returncode}:\n{tail}")
         try:
-            with urllib.request.urlopen(program.url + "/-/ready", timeout=2) as response:
+            with urllib.request.urlopen(program.url + program.ready_path, timeout=2) as response:
                 if response.status == 200:
                     return
         except OSError:
@@ -228,7 +350,15 @@ def main(argv: list[str] | None = None) -> int:
     print("KATO monitoring stack is up:")
     for program in programs:
         print(f"  {program.name:<14} {program.url}   (log: {program.log})")
-    print(f"State in {settings.state}. Ctrl-C stops all three.", flush=True)
+    if settings.grafana:
+        print(f"Grafana: user admin, password in {settings.state / 'secrets' / 'grafana_admin_password'}")
+    else:
+        print(
+            "Grafana: no grafana or grafana-server on the PATH, so no dashboards. Install Grafana "
+            "(Grafana's APT repository or its standalone tarball, https://grafana.com/grafana/download; "
+            "set KATO_GRAFANA_HOME to the tarball's folder) and run again."
+        )
+    print(f"State in {settings.state}. Ctrl-C stops them all.", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
     status = 0
     try:

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 VENV=${VENV:-.venv}
-"$VENV/bin/ruff" check exporter tests bench grafana
-"$VENV/bin/ruff" format --check exporter tests bench grafana
+"$VENV/bin/ruff" check exporter tests bench grafana scripts
+"$VENV/bin/ruff" format --check exporter tests bench grafana scripts
 "$VENV/bin/mypy"
 "$VENV/bin/python" -m pytest "$@"

@@ -180,6 +180,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, dockerd: None) -> Iterator[S
                 exporter_port=free_port(),
                 prometheus_port=free_port(),
                 alertmanager_port=free_port(),
+                grafana=None,  # not installable here: the stack without it
                 exporter_args=[
                     f"--collector.containers.label-selector={RUN_LABEL}",
                     f"--kato.url={kato.url}",

@@ -4,10 +4,12 @@ their queries return data is tests/integration/test_dashboards.py."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import yaml
 
 from grafana.kato_dashboards.dashboards import DASHBOARDS, encode, render
+from scripts.stack import Settings, render_grafana
 from tests.conftest import ROOT
 from tests.dashboards import (
     BUILT_IN,
@@ -96,3 +98,15 @@ def test_metric_names_are_found_in_queries():
     }
     assert metric_names("a / on (instance, name) group_left () b or time() - c offset 5m") == {"a", "b", "c"}
     assert metric_names("kato:http_errors:ratio_rate5m > 0.1") == {"kato:http_errors:ratio_rate5m"}
+
+
+def test_the_native_stack_points_grafana_at_its_prometheus_alertmanager_and_dashboards(tmp_path):
+    settings = Settings(state=tmp_path, prometheus_port=19090, alertmanager_port=19093, grafana=None)
+    render_grafana(settings, tmp_path / "grafana")
+    sources = yaml.safe_load((tmp_path / "grafana/datasources/kato.yml").read_text())["datasources"]
+    assert {s["uid"]: s["url"] for s in sources} == {
+        "kato-prometheus": "http://localhost:19090",
+        "kato-alertmanager": "http://localhost:19093",
+    }
+    provider = yaml.safe_load((tmp_path / "grafana/dashboards/kato.yml").read_text())["providers"][0]
+    assert sorted(p.name for p in Path(provider["options"]["path"]).glob("*.json")) == sorted(dashboards())
