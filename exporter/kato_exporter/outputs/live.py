@@ -7,14 +7,15 @@ publishes it. Grafana turns measurement ``m`` into the channel ``stream/<stream>
     containers,name=kato cpu_cores=0.12,memory_working_set_bytes=104857600i,... <ns>
     host cpu_usage_ratio=0.21,memory_usage_ratio=0.43,... <ns>
     sessions active=42i,reported=57i,stale=15i,created=120i,destroyed=70i,expired=8i <ns>
-    requests rate_2xx=31.5,rate_3xx=0,rate_4xx=0.2,rate_5xx=0.1 <ns>
+    requests rate_2xx=31.5,rate_3xx=0.0,rate_4xx=0.2,rate_5xx=0.1 <ns>
     session_events,type=expired active=41i <ns>
     alerts,alertname=KatoContainerCpuHigh,severity=critical,status=firing firing=1i,summary="…" <ns>
 
 Every collection of a source becomes one point per row, pushed with the next tick; its
 timestamp is the source's last successful collection, the same instant that
-``kato_exporter_last_success_timestamp_seconds`` shows. Bodies stay under 64 KiB; they wait in a bounded queue that drops the oldest, and a
-Grafana that is away is retried with jittered backoff: collection never waits for Grafana.
+``kato_exporter_last_success_timestamp_seconds`` shows. Bodies stay under 64 KiB; they wait in
+a bounded queue that drops the oldest, and a Grafana that is away is retried with jittered
+backoff: collection never waits for Grafana.
 """
 
 from __future__ import annotations
@@ -112,11 +113,14 @@ class Rates:
         self._last = {k: v for k, v in self._last.items() if alive(k)}
 
 
-def _rated(out: dict[str, Any], rates: Rates, key: Any, seconds: float, **counters: float) -> None:
-    for name, value in counters.items():
-        rate = rates((key, name), value, seconds)
+def _rated(out: dict[str, Any], rates: Rates, key: Any, seconds: float, counters: dict[str, float]) -> None:
+    """Add each counter's rate as the field it is named by, once there are two values. Rates
+    are differences of samples taken at a moment's jitter: six significant digits are all
+    they carry, and the longest part of a line without rounding."""
+    for field, value in counters.items():
+        rate = rates((key, field), value, seconds)
         if rate is not None:
-            out[f"{name}_per_second" if name != "cpu" else "cpu_cores"] = rate
+            out[field] = float(f"{rate:.6g}")  # six digits: 0.0123457, not 0.012345678901234567
 
 
 def container_lines(sample: ContainersSample, seconds: float, rates: Rates) -> list[str]:
@@ -131,11 +135,13 @@ def container_lines(sample: ContainersSample, seconds: float, rates: Rates) -> l
             rates,
             c.meta.id,
             seconds,
-            cpu=u.cpu_seconds,
-            network_receive_bytes=u.network_receive_bytes,
-            network_transmit_bytes=u.network_transmit_bytes,
-            block_read_bytes=u.block_read_bytes,
-            block_write_bytes=u.block_write_bytes,
+            {
+                "cpu_cores": u.cpu_seconds,
+                "network_receive_bytes_per_second": u.network_receive_bytes,
+                "network_transmit_bytes_per_second": u.network_transmit_bytes,
+                "block_read_bytes_per_second": u.block_read_bytes,
+                "block_write_bytes_per_second": u.block_write_bytes,
+            },
         )
         fields["memory_working_set_bytes"] = u.memory_working_set_bytes
         fields["memory_usage_bytes"] = u.memory_usage_bytes
@@ -146,7 +152,7 @@ def container_lines(sample: ContainersSample, seconds: float, rates: Rates) -> l
             fields["memory_limit_bytes"] = u.memory_limit_bytes
         lines.append(line("containers", {"name": c.meta.name}, fields, seconds))
     running = {c.meta.id for c in sample.containers if c.usage is not None}
-    rates.keep(lambda key: not isinstance(key, tuple) or key[0] in running or key[0] in ("host", "requests"))
+    rates.keep(lambda key: key[0] in running)
     return lines
 
 
@@ -165,8 +171,10 @@ def host_lines(h: HostSample, seconds: float, rates: Rates) -> list[str]:
         rates,
         "host",
         seconds,
-        network_receive_bytes=sum(rx for rx, _ in h.network.values()),
-        network_transmit_bytes=sum(tx for _, tx in h.network.values()),
+        {
+            "network_receive_bytes_per_second": sum(rx for rx, _ in h.network.values()),
+            "network_transmit_bytes_per_second": sum(tx for _, tx in h.network.values()),
+        },
     )
     return [line("host", {}, fields, seconds)]
 
@@ -190,10 +198,7 @@ def request_lines(r: RequestCounts, seconds: float, rates: Rates) -> list[str]:
     for (_, code), n in r.by_method_code.items():
         totals[f"{code[:1]}xx"] += n
     fields: dict[str, float | int | str] = {}
-    for cls in CODE_CLASSES:
-        rate = rates(("requests", cls), totals[cls], seconds)
-        if rate is not None:
-            fields[f"rate_{cls}"] = rate
+    _rated(fields, rates, "requests", seconds, {f"rate_{cls}": totals[cls] for cls in CODE_CLASSES})
     return [line("requests", {}, fields, seconds)] if fields else []
 
 
@@ -214,30 +219,29 @@ def event_lines(event: Any) -> list[str]:
 
 
 class SnapshotLines:
-    """The points of a snapshot whose sources collected since the last call."""
+    """The points of the sources that collected since the last call."""
 
     def __init__(self) -> None:
-        self._rates = Rates()
+        containers, host, requests = Rates(), Rates(), Rates()
+        self._points: dict[str, Callable[[Any, Snapshot, float], list[str]]] = {
+            "containers": lambda value, _, at: container_lines(value, at, containers),
+            "host": lambda value, _, at: host_lines(value, at, host),
+            "kato_sessions": lambda value, snapshot, at: session_lines(
+                value, snapshot.values.get("kato"), at
+            ),
+            "kato_logs": lambda value, _, at: request_lines(value, at, requests),
+        }
         self._pushed: dict[str, float] = {}
 
     def __call__(self, snapshot: Snapshot) -> list[str]:
         lines: list[str] = []
-        for source in ("containers", "host", "kato_sessions", "kato_logs"):
+        for source, points in self._points.items():
             value, health = snapshot.values.get(source), snapshot.health.get(source)
             if value is None or health is None or health.last_success_seconds is None:
                 continue
-            seconds = health.last_success_seconds
-            if self._pushed.get(source) == seconds:
-                continue
-            self._pushed[source] = seconds
-            if source == "containers":
-                lines += container_lines(value, seconds, self._rates)
-            elif source == "host":
-                lines += host_lines(value, seconds, self._rates)
-            elif source == "kato_sessions":
-                lines += session_lines(value, snapshot.values.get("kato"), seconds)
-            else:
-                lines += request_lines(value, seconds, self._rates)
+            if self._pushed.get(source) != health.last_success_seconds:
+                self._pushed[source] = health.last_success_seconds
+                lines += points(value, snapshot, health.last_success_seconds)
         return lines
 
 
