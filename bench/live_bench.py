@@ -6,7 +6,8 @@ For each N: N idle busybox containers (label kato.bench=1); the exporter with --
 pointing at a local receiver that answers as Grafana's push endpoint does, then the exporter
 without it, each for --seconds. Reports body bytes per push and per second, the largest body,
 the push CPU (% of a core, the difference between the two runs) and the cadence: how far apart
-consecutive pushes arrive (p50/p99/max of |gap − 1 s|).
+consecutive pushes arrive (p50/p99/max of |gap − 1 s| between the first bodies of consecutive
+ticks) and how long a tick's bodies take to arrive (its spread).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from bench.exporter_bench import LABEL, OUT, bench_containers, cpu_seconds, remo
 from tests.conftest import Exporter, wait_for
 from tests.standins import Inbox, http_receiver
 
-TICK_GROUP = 0.05  # bodies arriving within 50 ms of each other belong to one push (one tick)
+TICK_GROUP = 0.5  # bodies arriving within half a tick of the first belong to that push (one tick)
 
 
 def run(count: int, seconds: float, live: bool, tmp: Path) -> dict[str, float]:
@@ -60,23 +61,25 @@ def run(count: int, seconds: float, live: bool, tmp: Path) -> dict[str, float]:
     if not live:
         return row
     arrivals = [(at, size) for at, size in inbox.items if began <= at < ended]
-    pushes: list[tuple[float, int]] = []  # (first arrival, bytes) per tick
+    pushes: list[list[float]] = []  # [first arrival, last arrival, bytes] per tick
     for at, size in arrivals:
         if pushes and at - pushes[-1][0] < TICK_GROUP:
-            pushes[-1] = (pushes[-1][0], pushes[-1][1] + size)
+            pushes[-1][1:] = [at, pushes[-1][2] + size]
         else:
-            pushes.append((at, size))
+            pushes.append([at, at, size])
     jitter = sorted(abs((b[0] - a[0]) - 1.0) * 1000 for a, b in itertools.pairwise(pushes))
+    spread = sorted((last - first) * 1000 for first, last, _ in pushes)
     return {
         **row,
         "pushes": len(pushes),
         "bodies": len(arrivals),
-        "bytes_per_push_mean": statistics.mean(size for _, size in pushes),
+        "bytes_per_push_mean": statistics.mean(size for _, _, size in pushes),
         "bytes_per_second": sum(size for _, size in arrivals) / (ended - began),
         "largest_body": max(size for _, size in arrivals),
         "jitter_p50_ms": jitter[len(jitter) // 2],
         "jitter_p99_ms": jitter[min(len(jitter) - 1, int(len(jitter) * 0.99))],
         "jitter_max_ms": jitter[-1],
+        "push_spread_p99_ms": spread[min(len(spread) - 1, int(len(spread) * 0.99))],
     }
 
 
