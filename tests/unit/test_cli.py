@@ -61,6 +61,8 @@ def test_env_var_is_read():
             ["--kato.redis-password-file=/nonexistent"],
             "--kato.redis-password-file: /nonexistent does not exist",
         ),
+        (["--grafana.url=http://grafana:3000"], "--grafana.token-file: needed with --grafana.url"),
+        (["--grafana.live.stream=kato/x"], "--grafana.live.stream: expected letters, digits, _ or -"),
     ],
 )
 def test_bad_values_exit_2_naming_the_flag(args, message):
