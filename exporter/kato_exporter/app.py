@@ -15,6 +15,7 @@ from kato_exporter import __version__
 from kato_exporter.config import Config, read_secret
 from kato_exporter.hub import Hub
 from kato_exporter.model import SessionEvent
+from kato_exporter.outputs.bridge import Bridge
 from kato_exporter.outputs.exposition import Exposition
 from kato_exporter.outputs.families import default_builders
 from kato_exporter.outputs.live import LivePusher
@@ -145,6 +146,9 @@ async def serve(config: Config, stop: asyncio.Event, hub: Hub | None = None) -> 
     exposition = Exposition(hub, default_builders(config.collector.containers.info_labels))
     names = frozenset(s.name for s in sources)
     app = make_app(hub, exposition, names, config.web.telemetry_path, inbox, token, security.users)
+    bridge = Bridge(hub, config.bridge, config.kato.url) if config.bridge.enabled else None
+    if bridge is not None:
+        bridge.add_routes(app)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     host, port = split_address(config.web.listen_address)
@@ -162,6 +166,9 @@ async def serve(config: Config, stop: asyncio.Event, hub: Hub | None = None) -> 
     for source in sources:
         if hasattr(source, "start"):
             await source.start()
+    if bridge is not None:
+        await bridge.start()
+        log.info("legacy dashboard bridge at /ws and /api/v1 (update every %gs)", config.bridge.tick)
     tasks = [asyncio.create_task(run_source(s, hub), name=s.name) for s in sources]
     tasks.append(asyncio.create_task(exposition.run(), name="exposition"))
     try:
@@ -173,6 +180,8 @@ async def serve(config: Config, stop: asyncio.Event, hub: Hub | None = None) -> 
         for source in sources:
             if hasattr(source, "close"):
                 await source.close()
+        if bridge is not None:
+            await bridge.close()
         await runner.cleanup()
         exposition.close()
 

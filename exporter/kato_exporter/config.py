@@ -317,6 +317,59 @@ class GrafanaConfig:
 
 
 @dataclass(frozen=True)
+class BridgeConfig:
+    enabled: bool = setting(
+        True, parse_bool, "The legacy dashboard's WebSocket at /ws and its REST calls.", flag="bridge"
+    )
+    tick: float = setting(1.0, parse_duration, "How often realtime_update is sent (only what changed).")
+    max_clients: int = setting(
+        2000, parse_positive_int, "WebSocket clients at most; more are closed with 1013."
+    )
+    max_message_size: int = setting(
+        65536, parse_positive_int, "Largest frame a client may send, in bytes; larger: closed with 1009."
+    )
+    idle_timeout: float = setting(
+        90.0,
+        parse_duration,
+        "A client that sends nothing (the page pings every 30 s) for this long is closed.",
+    )
+    allowed_origins: tuple[str, ...] = setting(
+        (),
+        parse_list,
+        "Origins whose pages may connect, e.g. https://kato.example.org, or *; default: same host.",
+    )
+    queue_size: int = setting(64, parse_positive_int, "Messages waiting for one client at most.")
+    slow_client_timeout: float = setting(
+        5.0, parse_duration, "A client whose queue stays full this long is closed with 1013."
+    )
+    alertmanager_url: str = setting(
+        "", url_of("http", "https"), "Alertmanager to ask for the alerts firing when a client subscribes."
+    )
+    upstream: str = setting(
+        "", url_of("http", "https"), "The old dashboard backend: other /api/v1 calls are proxied there."
+    )
+    container_stats: bool = setting(True, parse_bool, "Send containers.", flag="bridge.container-stats")
+    session_events: bool = setting(True, parse_bool, "Send session_event.", flag="bridge.session-events")
+    system_alerts: bool = setting(True, parse_bool, "Send system_alert.", flag="bridge.system-alerts")
+    selective_subscriptions: bool = setting(
+        True,
+        parse_bool,
+        "Honour subscriptions (off: every client gets everything).",
+        flag="bridge.selective-subscriptions",
+    )
+
+
+# The old dashboard backend's environment variables, honoured as aliases
+LEGACY_ENV = {
+    "WEBSOCKET_ENABLED": "bridge.enabled",
+    "WEBSOCKET_CONTAINER_STATS": "bridge.container_stats",
+    "WEBSOCKET_SESSION_EVENTS": "bridge.session_events",
+    "WEBSOCKET_SYSTEM_ALERTS": "bridge.system_alerts",
+    "WEBSOCKET_SELECTIVE_SUBSCRIPTIONS": "bridge.selective_subscriptions",
+}
+
+
+@dataclass(frozen=True)
 class CollectorConfig:
     containers: ContainersConfig = field(default_factory=ContainersConfig)
     host: HostConfig = field(default_factory=HostConfig)
@@ -332,6 +385,7 @@ class Config:
     kato: KatoConfig = field(default_factory=KatoConfig)
     alertmanager: AlertmanagerConfig = field(default_factory=AlertmanagerConfig)
     grafana: GrafanaConfig = field(default_factory=GrafanaConfig)
+    bridge: BridgeConfig = field(default_factory=BridgeConfig)
 
 
 # --- deriving keys, flags and env vars --------------------------------------------
@@ -377,11 +431,14 @@ def load(
     """Merge the sources of settings; ``flags`` maps keys (``web.listen_address``) to flag values."""
     values: dict[str, Any] = {}
     file_values = _read_file(config_file) if config_file else {}
+    legacy = {key: name for name, key in LEGACY_ENV.items() if name in env}
     for leaf in leaves():
         if leaf.key in flags:
             values[leaf.key] = leaf.parse(flags[leaf.key], leaf.flag)
         elif leaf.env in env:
             values[leaf.key] = leaf.parse(env[leaf.env], leaf.env)
+        elif leaf.key in legacy:
+            values[leaf.key] = leaf.parse(env[legacy[leaf.key]], legacy[leaf.key])
         elif leaf.key in file_values:
             values[leaf.key] = leaf.parse(file_values[leaf.key], f"{config_file}: {leaf.key}")
     config: Config = _build(Config, values)

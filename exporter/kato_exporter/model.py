@@ -107,6 +107,9 @@ class KatoSample:
     sessions_reported: int  # SCARD of KATO's session index: never drops on expiry
     processors: int  # per worker: whichever worker answered
     processors_max: int
+    # the documents as KATO sent them, for the legacy page (never changed in place)
+    health: Mapping[str, Any] = field(default_factory=dict)
+    metrics: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

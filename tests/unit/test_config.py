@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from kato_exporter.cli import main
-from kato_exporter.config import ConfigError, leaves, load
+from kato_exporter.config import LEGACY_ENV, ConfigError, leaves, load
 
 
 def write(tmp_path, text: str) -> str:
@@ -133,4 +133,15 @@ def test_the_readme_documents_every_setting():
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     for leaf in leaves():
         flag = f"--[no-]{leaf.flag[2:]}" if leaf.is_bool else leaf.flag
-        assert f"| `{flag}` | `{leaf.env}` | `{leaf.key}` |" in readme, leaf.key
+        legacy = "".join(f", `{name}`" for name, key in LEGACY_ENV.items() if key == leaf.key)
+        assert f"| `{flag}` | `{leaf.env}`{legacy} | `{leaf.key}` |" in readme, leaf.key
+
+
+def test_the_old_backends_environment_is_honoured_below_ours():
+    legacy = {"WEBSOCKET_ENABLED": "false", "WEBSOCKET_SELECTIVE_SUBSCRIPTIONS": "no"}
+    config = load({}, env=legacy)
+    assert config.bridge.enabled is False and config.bridge.selective_subscriptions is False
+    assert load({}, env={**legacy, "KATO_EXPORTER_BRIDGE": "true"}).bridge.enabled is True
+    assert load({"bridge.enabled": "true"}, env=legacy).bridge.enabled is True
+    with pytest.raises(ConfigError, match="WEBSOCKET_SESSION_EVENTS: expected true or false"):
+        load({}, env={"WEBSOCKET_SESSION_EVENTS": "sometimes"})

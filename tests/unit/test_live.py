@@ -9,7 +9,8 @@ import pytest
 
 from kato_exporter.hub import Hub
 from kato_exporter.model import AlertNotice, SessionEvent
-from kato_exporter.outputs.live import LivePusher, Rates, bodies, event_lines, line
+from kato_exporter.outputs.live import LivePusher, bodies, event_lines, line
+from kato_exporter.outputs.rates import Rates
 from kato_exporter.supervision import SourceError
 
 

@@ -41,6 +41,7 @@ from kato_exporter.model import (
     SessionEvent,
     SessionsSample,
 )
+from kato_exporter.outputs.rates import Rates
 from kato_exporter.supervision import Backoff, Link
 
 log = logging.getLogger(__name__)
@@ -93,24 +94,6 @@ def bodies(lines: Iterable[str], limit: int = MAX_BODY) -> Iterator[bytes]:
 
 
 # --- what a snapshot becomes --------------------------------------------------------------
-
-
-class Rates:
-    """Per-second rates of counters, from the previous value of each key."""
-
-    def __init__(self) -> None:
-        self._last: dict[Any, tuple[float, float]] = {}
-
-    def __call__(self, key: Any, value: float, seconds: float) -> float | None:
-        previous = self._last.get(key)
-        self._last[key] = (value, seconds)
-        if previous is None or seconds <= previous[1] or value < previous[0]:
-            return None
-        return (value - previous[0]) / (seconds - previous[1])
-
-    def keep(self, alive: Callable[[Any], bool]) -> None:
-        """Forget keys no longer seen (removed containers)."""
-        self._last = {k: v for k, v in self._last.items() if alive(k)}
 
 
 def _rated(out: dict[str, Any], rates: Rates, key: Any, seconds: float, counters: dict[str, float]) -> None:

@@ -97,6 +97,8 @@ class KatoSource:
             sessions_reported=field(count, "/sessions/count", "active_session_count", int),
             processors=field(manager, "/metrics", "total_processors", int),
             processors_max=field(manager, "/metrics", "max_processors", int),
+            health=health,
+            metrics=metrics,
         )
 
 

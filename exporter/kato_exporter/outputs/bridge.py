@@ -1,0 +1,637 @@
+"""The old KATO dashboard page's WebSocket (``/ws``) and REST calls, served from the hub.
+
+The page's protocol (``../shared/legacy-ws-protocol.md``), with the old backend's faults fixed:
+
+- ``subscribe`` adds to a client's set and ``unsubscribe`` removes; an unknown name is answered
+  with ``{"type":"error",...}`` and changes nothing; a client that never subscribed gets
+  everything; the text ``ping`` is answered with ``heartbeat``.
+- A subscribe that adds something sends the current state of what it added at once; one that
+  adds nothing sends nothing (the page re-sends its subscribe on every render).
+- ``realtime_update`` every tick carries only the parts a client subscribed to, and of those
+  only the ones that changed since that client's last message; none changed, nothing sent.
+- ``session_event`` for each session event and ``system_alert`` / ``system_alert_resolved`` for
+  each alert of Alertmanager's webhook, as the hub publishes them.
+
+Fan-out: each part is encoded once per tick, each distinct message once, and the same string is
+queued for every client that needs it. Each client has a bounded queue and its own writer; a
+client whose queue stays full is closed with 1013 and never slows the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from kato_exporter.config import BridgeConfig
+from kato_exporter.hub import Hub, Snapshot
+from kato_exporter.model import (
+    AlertNotice,
+    ContainersSample,
+    HostSample,
+    KatoSample,
+    RequestCounts,
+    SessionEvent,
+    SessionsSample,
+)
+from kato_exporter.outputs.rates import Rates
+
+log = logging.getLogger(__name__)
+
+PARTS = ("metrics", "containers", "sessions")  # parts of realtime_update
+NAMES = (*PARTS, "session_events", "system_alerts")
+ERROR_WINDOW = 300.0  # the 5xx ratio of the metrics part is over the last 5 minutes
+TRY_AGAIN_LATER = 1013
+MB = 1024 * 1024
+
+
+def iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat()
+
+
+def dumps(document: Any) -> str:
+    return json.dumps(document, separators=(",", ":"))
+
+
+# --- the parts, from a snapshot ---------------------------------------------------------------
+
+
+class RequestWindow:
+    """Requests and 5xx responses seen in the access log, with the ratio over the last 5 minutes."""
+
+    def __init__(self) -> None:
+        self._samples: deque[tuple[float, int, int]] = deque()  # (when, total, 5xx)
+
+    def add(self, counts: RequestCounts, now: float) -> None:
+        total = sum(counts.by_method_code.values())
+        errors = sum(n for (_, code), n in counts.by_method_code.items() if code.startswith("5"))
+        self._samples.append((now, total, errors))
+        while len(self._samples) > 1 and self._samples[1][0] <= now - ERROR_WINDOW:
+            self._samples.popleft()
+
+    @property
+    def total(self) -> int | None:
+        return self._samples[-1][1] if self._samples else None
+
+    @property
+    def error_ratio(self) -> float:
+        if len(self._samples) < 2:
+            return 0.0
+        (_, total0, errors0), (_, total1, errors1) = self._samples[0], self._samples[-1]
+        return (errors1 - errors0) / (total1 - total0) if total1 > total0 else 0.0
+
+
+def metrics_part(kato: KatoSample | None, sessions: SessionsSample | None, requests: RequestWindow) -> Any:
+    """KATO's /metrics document as KATO sent it, with ``sessions.active`` (exact, from Redis),
+    ``performance.total_requests`` and ``performance.error_rate`` (from the access log)
+    replaced by the exporter's figures."""
+    if kato is None or not kato.metrics:
+        return {"error": "KATO's /metrics cannot be read"}
+    document = copy.deepcopy(dict(kato.metrics))
+    if sessions is not None and isinstance(document.get("sessions"), dict):
+        document["sessions"]["active"] = sessions.active
+    if requests.total is not None and isinstance(document.get("performance"), dict):
+        document["performance"]["total_requests"] = float(requests.total)
+        document["performance"]["error_rate"] = requests.error_ratio
+    return document
+
+
+def _mb(n: int) -> float:
+    return round(n / MB, 2)
+
+
+def containers_part(sample: ContainersSample | None, host: HostSample | None, at: float, rates: Rates) -> Any:
+    """The old shape: per container and aggregated, CPU in percent of one core."""
+    if sample is None:
+        return {"error": "Failed to fetch container stats"}
+    stamp = iso(at)
+    rows: list[dict[str, Any]] = []
+    for c in sample.containers:
+        u = c.usage
+        cpu = rates(c.meta.id, u.cpu_seconds, at) if u is not None else None
+        usage = u.memory_working_set_bytes if u is not None else 0
+        limit = (u.memory_limit_bytes if u is not None else None) or (host.memory_total_bytes if host else 0)
+        rx, tx = (u.network_receive_bytes, u.network_transmit_bytes) if u is not None else (0, 0)
+        read, write = (u.block_read_bytes, u.block_write_bytes) if u is not None else (0, 0)
+        rows.append(
+            {
+                "name": c.meta.name,
+                "status": c.meta.state,
+                "cpu": round((cpu or 0.0) * 100, 2),
+                "memory": {
+                    "usage_bytes": usage,
+                    "limit_bytes": limit,
+                    "usage_mb": _mb(usage),
+                    "limit_mb": _mb(limit),
+                    "usage_percent": round(usage / limit * 100, 2) if limit else 0.0,
+                },
+                "network": {"rx_bytes": rx, "tx_bytes": tx, "rx_mb": _mb(rx), "tx_mb": _mb(tx)},
+                "block_io": {
+                    "read_bytes": read,
+                    "write_bytes": write,
+                    "read_mb": _mb(read),
+                    "write_mb": _mb(write),
+                },
+                "timestamp": stamp,
+            }
+        )
+    running = {c.meta.id for c in sample.containers if c.usage is not None}
+    rates.keep(lambda key: key in running)
+    memory = sum(r["memory"]["usage_bytes"] for r in rows)
+    limit = sum(r["memory"]["limit_bytes"] for r in rows)
+    return {
+        "containers": rows,
+        "aggregated": {
+            "total_cpu_percent": round(sum(r["cpu"] for r in rows), 2),
+            "total_memory_mb": _mb(memory),
+            "total_memory_limit_mb": _mb(limit),
+            "total_memory_percent": round(memory / limit * 100, 2) if limit else 0.0,
+            "container_count": len(rows),
+            "timestamp": stamp,
+        },
+    }
+
+
+def sessions_part(sessions: SessionsSample | None, kato: KatoSample | None) -> Any:
+    """``active_count``: live sessions (exact in redis mode); ``total_count``: KATO's own count,
+    the size of its index, which keeps expired sessions."""
+    if sessions is None:
+        return {"error": "sessions cannot be read"}
+    return {
+        "active_count": sessions.active,
+        "total_count": kato.sessions_reported if kato else sessions.active,
+    }
+
+
+# --- events -------------------------------------------------------------------------------
+
+
+def session_message(event: SessionEvent, since_last: float) -> str:
+    delta = 1 if event.type == "created" else -1
+    message: dict[str, Any] = {
+        "type": "session_event",
+        "event_type": "session_created" if delta > 0 else "session_destroyed",
+        "timestamp": iso(event.timestamp),
+        "data": {
+            "current_count": event.active,
+            "previous_count": event.active - delta,
+            "delta": delta,
+            "time_since_last_event": round(since_last, 3),
+        },
+    }
+    if event.type == "expired":
+        message["reason"] = "expired"
+    return dumps(message)
+
+
+PERCENT_TYPES = {"high_cpu", "high_memory"}  # the page shows these in percent; high_error_rate as a ratio
+
+
+def _number(text: str | None, legacy_type: str) -> float | None:
+    try:
+        value = float(text) if text else None
+    except ValueError:
+        return None
+    if value is not None and legacy_type in PERCENT_TYPES:
+        value = round(value * 100, 2)
+    return value
+
+
+def legacy_alert(notice: AlertNotice) -> dict[str, Any]:
+    """One alert as the page knows it: ``legacy_type`` → ``type``, ``critical`` → ``error``."""
+    alert: dict[str, Any] = {
+        "level": "error" if notice.severity == "critical" else "warning",
+        "type": notice.legacy_type or notice.name,
+        "message": notice.annotations.get("summary", notice.name),
+        "value": _number(notice.annotations.get("value"), notice.legacy_type),
+        "threshold": _number(notice.annotations.get("threshold"), notice.legacy_type),
+    }
+    if "name" in notice.labels:
+        alert["container_name"] = notice.labels["name"]
+        alert["status"] = notice.status
+    return alert
+
+
+def alert_message(alerts: list[dict[str, Any]], resolved: bool, now: float) -> str:
+    return dumps(
+        {
+            "type": "system_alert_resolved" if resolved else "system_alert",
+            "id": f"alert_{int(now * 1000)}",
+            "timestamp": iso(now),
+            "alerts": alerts,
+        }
+    )
+
+
+def alert_key(labels: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(labels.items()))
+
+
+# --- clients ------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class Client:
+    ws: web.WebSocketResponse
+    queue: asyncio.Queue[str]
+    transport: asyncio.Transport | None = None
+    subscriptions: set[str] | None = None  # None: never subscribed, gets everything
+    sent: dict[str, int] = field(default_factory=dict)  # part -> version last sent
+    full_since: float | None = None
+
+    def put(self, message: str, now: float) -> bool:
+        """Queue ``message``; False (and the stall clock running) when the queue is full."""
+        try:
+            self.queue.put_nowait(message)
+        except asyncio.QueueFull:
+            if self.full_since is None:
+                self.full_since = now
+            return False
+        self.full_since = None
+        return True
+
+
+class Bridge:
+    def __init__(self, hub: Hub, settings: BridgeConfig, kato_url: str = "") -> None:
+        self._hub, self.settings, self._kato_url = hub, settings, kato_url
+        self.clients: set[Client] = set()
+        self._enabled = {
+            "metrics",
+            "sessions",
+            *(["containers"] if settings.container_stats else []),
+            *(["session_events"] if settings.session_events else []),
+            *(["system_alerts"] if settings.system_alerts else []),
+        }
+        self._versions: dict[str, int] = {}
+        self._made: dict[str, tuple[Any, Any]] = {}  # part -> (its sources' collection times, document)
+        self._snapshot = Snapshot()
+        self._encoded: dict[str, str] = {}  # part -> its JSON, this tick
+        self._requests = RequestWindow()
+        self._rates = Rates()
+        self._firing: dict[tuple[tuple[str, str], ...], dict[str, Any]] = {}  # from the webhook
+        self._last_event = time.time()
+        self._events: asyncio.Queue[Any] | None = None
+        self._http: aiohttp.ClientSession | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closing: set[asyncio.Task[None]] = set()
+        self.ticks = 0
+
+    # --- lifetime ---
+
+    async def start(self) -> None:
+        self._events = self._hub.subscribe()
+        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
+        self._tasks = [
+            asyncio.create_task(self._supervised(self._tick, "ticks"), name="bridge ticks"),
+            asyncio.create_task(self._supervised(self._relay, "events"), name="bridge events"),
+        ]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for client in list(self.clients):
+            await client.ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+        if self._events is not None:
+            self._hub.unsubscribe(self._events)
+        if self._http is not None:
+            await self._http.close()
+
+    async def _supervised(self, run: Any, what: str) -> None:
+        """Run ``run`` for ever: a failure is logged with its traceback and it starts again."""
+        while True:
+            try:
+                await run()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("bridge %s failed; starting again in 1 s", what)
+                await asyncio.sleep(1.0)
+
+    # --- what each client needs ---
+
+    def wanted(self, client: Client) -> set[str]:
+        if client.subscriptions is None or not self.settings.selective_subscriptions:
+            return set(self._enabled)
+        return client.subscriptions & self._enabled
+
+    def parts(self, snapshot: Snapshot) -> dict[str, Any]:
+        """Each part as a document, made again only when a source it comes from collected again
+        (so that rates are taken between collections, however often this is called)."""
+        values, at = snapshot.values, snapshot.collected_at
+        made = {
+            "metrics": (("kato", "kato_sessions", "kato_logs"), self._metrics),
+            "containers": (("containers", "host"), self._containers),
+            "sessions": (
+                ("kato_sessions", "kato"),
+                lambda: sessions_part(values.get("kato_sessions"), values.get("kato")),
+            ),
+        }
+        self._snapshot = snapshot
+        documents = {}
+        for name, (sources, make) in made.items():
+            key = tuple(at.get(source) for source in sources)
+            if self._made.get(name, (None,))[0] != key:
+                self._made[name] = (key, make())
+            documents[name] = self._made[name][1]
+        return documents
+
+    def _metrics(self) -> Any:
+        values, at = self._snapshot.values, self._snapshot.collected_at
+        requests = values.get("kato_logs")
+        if requests is not None:
+            self._requests.add(requests, at["kato_logs"])
+        return metrics_part(values.get("kato"), values.get("kato_sessions"), self._requests)
+
+    def _containers(self) -> Any:
+        values = self._snapshot.values
+        at = self._snapshot.collected_at.get("containers", time.time())
+        return containers_part(values.get("containers"), values.get("host"), at, self._rates)
+
+    def refresh(self, now: float) -> None:
+        """Encode each part once; a part whose JSON changed gets a new version."""
+        for name, document in self.parts(self._hub.snapshot).items():
+            encoded = dumps(document)
+            if self._encoded.get(name) != encoded:
+                self._encoded[name] = encoded
+                self._versions[name] = self._versions.get(name, 0) + 1
+
+    def update_for(
+        self, client: Client, parts: Iterable[str], cache: dict[tuple[str, ...], str], now: float
+    ) -> None:
+        """Queue a realtime_update of those of ``parts`` the client has not had at this version."""
+        due = tuple(
+            sorted(p for p in parts if p in self._encoded and client.sent.get(p) != self._versions[p])
+        )
+        if not due:
+            return
+        message = cache.get(due)
+        if message is None:
+            data = ",".join(f'"{p}":{self._encoded[p]}' for p in due)
+            message = cache[due] = f'{{"type":"realtime_update","timestamp":"{iso(now)}","data":{{{data}}}}}'
+        if client.put(message, now):
+            client.sent.update((p, self._versions[p]) for p in due)
+
+    async def _tick(self) -> None:
+        due = time.monotonic()
+        while True:
+            now = time.time()
+            self.refresh(now)
+            cache: dict[tuple[str, ...], str] = {}  # each distinct message encoded once a tick
+            for client in list(self.clients):
+                self.update_for(client, self.wanted(client) & set(PARTS), cache, now)
+                if (
+                    client.full_since is not None
+                    and now - client.full_since > self.settings.slow_client_timeout
+                ):
+                    log.info("closing a WebSocket client that stopped reading (queue full)")
+                    self.clients.discard(client)
+                    self._closing.add(task := asyncio.create_task(self._close_slow(client)))
+                    task.add_done_callback(self._closing.discard)
+            self.ticks += 1
+            due += self.settings.tick
+            delay = due - time.monotonic()
+            if delay < 0:
+                due, delay = time.monotonic() + self.settings.tick, self.settings.tick
+            await asyncio.sleep(delay)
+
+    async def _close_slow(self, client: Client) -> None:
+        """Close a client whose writer is stuck on a full socket: the close frame cannot get
+        through either, so the connection is dropped after a second."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1.0):
+                await client.ws.close(code=TRY_AGAIN_LATER, message=b"too slow")
+        if not client.ws.closed and client.transport is not None:
+            client.transport.abort()
+
+    async def _relay(self) -> None:
+        assert self._events is not None
+        while True:
+            event = await self._events.get()
+            now = time.time()
+            if isinstance(event, SessionEvent):
+                message = session_message(event, event.timestamp - self._last_event)
+                self._last_event = event.timestamp
+                self.broadcast("session_events", message, now)
+            elif isinstance(event, AlertNotice):
+                alert = legacy_alert(event)
+                if event.status == "firing":
+                    self._firing[alert_key(event.labels)] = alert
+                else:
+                    self._firing.pop(alert_key(event.labels), None)
+                self.broadcast("system_alerts", alert_message([alert], event.status == "resolved", now), now)
+
+    def broadcast(self, name: str, message: str, now: float) -> None:
+        for client in list(self.clients):
+            if name in self.wanted(client):
+                client.put(message, now)
+
+    async def firing_alerts(self) -> list[dict[str, Any]]:
+        """The alerts firing now: from Alertmanager's API when its URL is set, else as the
+        webhook has told them since the exporter started."""
+        url = self.settings.alertmanager_url
+        if not url or self._http is None:
+            return list(self._firing.values())
+        try:
+            async with self._http.get(
+                f"{url}/api/v2/alerts?active=true&silenced=false&inhibited=false"
+            ) as response:
+                alerts = await response.json()
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            log.warning("cannot ask Alertmanager at %s for firing alerts: %s", url, exc)
+            return list(self._firing.values())
+        notices = [
+            AlertNotice(
+                status="firing",
+                name=a["labels"].get("alertname", ""),
+                severity=a["labels"].get("severity", ""),
+                legacy_type=a["labels"].get("legacy_type", ""),
+                labels=a["labels"],
+                annotations=a.get("annotations", {}),
+                starts_at=a.get("startsAt", ""),
+                ends_at=a.get("endsAt", ""),
+            )
+            for a in alerts
+            if isinstance(a, dict) and isinstance(a.get("labels"), dict)
+        ]
+        return [legacy_alert(n) for n in notices]
+
+    # --- the socket ---
+
+    def origin_allowed(self, request: web.Request) -> bool:
+        origin = request.headers.get("Origin")
+        if origin is None:  # not a browser: nothing to protect it from
+            return True
+        allowed = self.settings.allowed_origins
+        if allowed:
+            return "*" in allowed or origin.rstrip("/") in {o.rstrip("/") for o in allowed}
+        return urlsplit(origin).netloc == request.host
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        if not self.origin_allowed(request):
+            return web.json_response({"error": "origin not allowed"}, status=403)
+        ws = web.WebSocketResponse(
+            max_msg_size=self.settings.max_message_size, compress=True, heartbeat=None, autoping=True
+        )
+        await ws.prepare(request)
+        if len(self.clients) >= self.settings.max_clients:
+            await ws.close(code=TRY_AGAIN_LATER, message=b"too many clients")
+            return ws
+        client = Client(ws, asyncio.Queue(self.settings.queue_size), request.transport)
+        self.clients.add(client)
+        writer = asyncio.create_task(self._write(client))
+        try:
+            now = time.time()
+            if "system_alerts" in self.wanted(client):
+                await self._send_firing(client, now)
+            self.update_for(client, self.wanted(client) & set(PARTS), {}, now)
+            await self._read(client)
+        finally:
+            self.clients.discard(client)
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+        return ws
+
+    async def _send_firing(self, client: Client, now: float) -> None:
+        alerts = await self.firing_alerts()
+        if alerts:
+            client.put(alert_message(alerts, False, now), now)
+
+    async def _write(self, client: Client) -> None:
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            while True:
+                await client.ws.send_str(await client.queue.get())
+
+    async def _read(self, client: Client) -> None:
+        ws = client.ws
+        while True:
+            try:
+                message = await ws.receive(timeout=self.settings.idle_timeout)
+            except TimeoutError:
+                await ws.close(code=WSCloseCode.GOING_AWAY, message=b"idle")
+                return
+            if message.type == WSMsgType.TEXT:
+                await self._command(client, message.data)
+            elif message.type == WSMsgType.BINARY:
+                self._error(client, "binary frames are not accepted: send JSON text")
+            else:  # closed, or an error such as a frame over max_msg_size (closed with 1009)
+                return
+
+    def _error(self, client: Client, text: str) -> None:
+        client.put(dumps({"type": "error", "message": text}), time.time())
+
+    async def _command(self, client: Client, text: str) -> None:
+        now = time.time()
+        if text.strip() == "ping":
+            client.put(dumps({"type": "heartbeat", "timestamp": iso(now)}), now)
+            return
+        try:
+            command = json.loads(text)
+        except ValueError:
+            self._error(client, "not JSON: send ping or a JSON command")
+            return
+        kind = command.get("type") if isinstance(command, dict) else None
+        names = command.get("subscriptions") if isinstance(command, dict) else None
+        if kind not in ("subscribe", "unsubscribe") or not isinstance(names, list):
+            self._error(client, 'expected {"type":"subscribe"|"unsubscribe","subscriptions":[...]}')
+            return
+        unknown = [n for n in names if n not in NAMES]
+        if unknown:
+            self._error(client, f"unknown subscription {unknown}: known are {list(NAMES)}")
+            return
+        before = set(client.subscriptions or ())
+        if kind == "unsubscribe":
+            client.subscriptions = before - set(names)
+            return
+        client.subscriptions = before | set(names)
+        added = (client.subscriptions - before) & self._enabled
+        if "system_alerts" in added:
+            await self._send_firing(client, now)
+        self.update_for(client, added & set(PARTS), {}, now)
+
+    # --- REST ---
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_get("/ws", self.handle)
+        app.router.add_get("/api/v1/system/metrics", self._rest_metrics)
+        app.router.add_get("/api/v1/system/container-stats", self._rest_containers)
+        app.router.add_get("/api/v1/system/stats", self._rest_stats)
+        app.router.add_get("/api/v1/health", self._rest_health)
+        app.router.add_get("/api/v1/system/kato-health", self._rest_kato_health)
+        app.router.add_get("/api/v1/sessions/count", self._rest_sessions_count)
+        app.router.add_route("*", "/api/v1/{path:.*}", self._rest_other)
+
+    def _current(self, name: str) -> Any:
+        self.refresh(time.time())
+        return json.loads(self._encoded[name])
+
+    async def _rest_metrics(self, request: web.Request) -> web.Response:
+        return web.json_response(self._current("metrics"))
+
+    async def _rest_containers(self, request: web.Request) -> web.Response:
+        return web.json_response(self._current("containers"))
+
+    async def _rest_sessions_count(self, request: web.Request) -> web.Response:
+        sessions = self._hub.snapshot.values.get("kato_sessions")
+        if sessions is None:
+            return web.json_response({"error": "sessions cannot be read"}, status=503)
+        return web.json_response({"active_session_count": sessions.active})
+
+    async def _rest_kato_health(self, request: web.Request) -> web.Response:
+        kato = self._hub.snapshot.values.get("kato")
+        if kato is None:
+            return web.json_response(
+                {"status": "unreachable", "error": "KATO's API does not answer"}, status=503
+            )
+        return web.json_response(dict(kato.health))
+
+    async def _rest_health(self, request: web.Request) -> web.Response:
+        health = self._hub.snapshot.health
+        sources = {name: h.up for name, h in sorted(health.items())}
+        status = "healthy" if all(sources.values()) else "degraded"
+        return web.json_response({"status": status, "service": "kato-exporter bridge", "sources": sources})
+
+    async def _rest_stats(self, request: web.Request) -> web.Response:
+        """KATO's /stats, passed through."""
+        if not self._kato_url:
+            return web.json_response({"error": "no --kato.url: KATO's /stats is not available"}, status=501)
+        return await self._forward(
+            request, f"{self._kato_url}/stats", {"minutes": request.query.get("minutes", "10")}
+        )
+
+    async def _rest_other(self, request: web.Request) -> web.Response:
+        if not self.settings.upstream:
+            return web.json_response(
+                {
+                    "error": f"{request.path} belongs to the old dashboard backend, which this bridge "
+                    "does not serve (--bridge.upstream proxies such calls to it)"
+                },
+                status=501,
+            )
+        return await self._forward(request, self.settings.upstream + request.path, dict(request.query))
+
+    async def _forward(self, request: web.Request, url: str, query: Mapping[str, str]) -> web.Response:
+        assert self._http is not None
+        body = await request.read() if request.can_read_body else None
+        headers = {k: v for k, v in request.headers.items() if k.lower() in ("content-type", "accept")}
+        try:
+            async with self._http.request(
+                request.method, url, params=query, data=body, headers=headers
+            ) as response:
+                content = await response.read()
+                kind = response.headers.get("Content-Type", "application/json")
+                return web.Response(status=response.status, body=content, headers={"Content-Type": kind})
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return web.json_response({"error": f"{url}: {exc or type(exc).__name__}"}, status=502)
