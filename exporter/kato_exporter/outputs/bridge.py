@@ -6,7 +6,9 @@ The page's protocol (``../shared/legacy-ws-protocol.md``), with the old backend'
   with ``{"type":"error",...}`` and changes nothing; a client that never subscribed gets
   everything; the text ``ping`` is answered with ``heartbeat``.
 - A subscribe that adds something sends the current state of what it added at once; one that
-  adds nothing sends nothing (the page re-sends its subscribe on every render).
+  adds nothing sends nothing (the page re-sends its subscribe on every render). A new client
+  gets its first update, and the alerts firing, with the next tick, so that a subscribe sent
+  right after connecting decides what it gets.
 - ``realtime_update`` every tick carries only the parts a client subscribed to, and of those
   only the ones that changed since that client's last message; none changed, nothing sent.
 - ``session_event`` for each session event and ``system_alert`` / ``system_alert_resolved`` for
@@ -249,6 +251,7 @@ class Client:
     transport: asyncio.Transport | None = None
     subscriptions: set[str] | None = None  # None: never subscribed, gets everything
     sent: dict[str, int] = field(default_factory=dict)  # part -> version last sent
+    greeted: bool = False  # has been sent the alerts firing (when it wants alerts)
     full_since: float | None = None
 
     def put(self, message: str, now: float) -> bool:
@@ -390,7 +393,14 @@ class Bridge:
             now = time.time()
             self.refresh(now)
             cache: dict[tuple[str, ...], str] = {}  # each distinct message encoded once a tick
+            firing: str | None = None  # asked for once a tick, when a new client wants it
             for client in list(self.clients):
+                if not client.greeted:  # its first tick: the alerts firing, if it wants alerts
+                    client.greeted = True
+                    if "system_alerts" in self.wanted(client):
+                        firing = await self._firing_message(now) if firing is None else firing
+                        if firing:
+                            client.put(firing, now)
                 self.update_for(client, self.wanted(client) & set(PARTS), cache, now)
                 if (
                     client.full_since is not None
@@ -493,10 +503,6 @@ class Bridge:
         self.clients.add(client)
         writer = asyncio.create_task(self._write(client))
         try:
-            now = time.time()
-            if "system_alerts" in self.wanted(client):
-                await self._send_firing(client, now)
-            self.update_for(client, self.wanted(client) & set(PARTS), {}, now)
             await self._read(client)
         finally:
             self.clients.discard(client)
@@ -504,10 +510,10 @@ class Bridge:
             await asyncio.gather(writer, return_exceptions=True)
         return ws
 
-    async def _send_firing(self, client: Client, now: float) -> None:
+    async def _firing_message(self, now: float) -> str:
+        """A system_alert of every alert firing now; empty when none is."""
         alerts = await self.firing_alerts()
-        if alerts:
-            client.put(alert_message(alerts, False, now), now)
+        return alert_message(alerts, False, now) if alerts else ""
 
     async def _write(self, client: Client) -> None:
         with contextlib.suppress(ConnectionError, RuntimeError):
@@ -558,7 +564,9 @@ class Bridge:
         client.subscriptions = before | set(names)
         added = (client.subscriptions - before) & self._enabled
         if "system_alerts" in added:
-            await self._send_firing(client, now)
+            client.greeted = True
+            if firing := await self._firing_message(now):
+                client.put(firing, now)
         self.update_for(client, added & set(PARTS), {}, now)
 
     # --- REST ---
