@@ -137,12 +137,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory, dockerd: None) -> Iterator[S
     redis = Daemon(
         "redis", redis_command(redis_port, tmp), answers_tcp(redis_port), f"redis://127.0.0.1:{redis_port}/0"
     )
-    kato = Daemon(
-        "kato-double",
-        [sys.executable, "-m", "tests.kato_double", "--port", str(kato_port), "--redis-url", redis.url],
-        answers_tcp(kato_port),
-        f"http://127.0.0.1:{kato_port}",
-    )
+    try:
+        kato = Daemon(
+            "kato-double",
+            [sys.executable, "-m", "tests.kato_double", "--port", str(kato_port), "--redis-url", redis.url],
+            answers_tcp(kato_port),
+            f"http://127.0.0.1:{kato_port}",
+        )
+    except BaseException:
+        redis.stop()
+        raise
     pushes = Inbox()
     churn_stop = threading.Event()
     names = {
@@ -160,8 +164,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory, dockerd: None) -> Iterator[S
         http_receiver(lambda _, body: record(pushes, body)) as grafana,
     ):
         try:
-            redis.start()
-            kato.start()
             run(names["cpu"], "yes > /dev/null", "--cpus", "0.5")
             run(names["memory"], "sleep 3600", "--memory", "64m")
             run(names["exited"], "exit 3")

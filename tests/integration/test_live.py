@@ -89,7 +89,6 @@ bind-address = "127.0.0.1:{free_port()}"
 @pytest.fixture
 def influx(tmp_path: Path) -> Iterator[Influx]:
     db = Influx(tmp_path)
-    db.daemon.start()
     db.query("CREATE DATABASE kato")
     yield db
     db.daemon.stop()
