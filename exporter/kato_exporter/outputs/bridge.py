@@ -56,6 +56,7 @@ PARTS = ("metrics", "containers", "sessions")  # parts of realtime_update
 NAMES = (*PARTS, "session_events", "system_alerts")
 ERROR_WINDOW = 300.0  # the 5xx ratio of the metrics part is over the last 5 minutes
 TRY_AGAIN_LATER = 1013
+FAN_OUT_BATCH = 50  # clients woken at a time on a tick: a request waits for one batch, not for all
 MB = 1024 * 1024
 
 
@@ -394,7 +395,9 @@ class Bridge:
             self.refresh(now)
             cache: dict[tuple[str, ...], str] = {}  # each distinct message encoded once a tick
             firing: str | None = None  # asked for once a tick, when a new client wants it
-            for client in list(self.clients):
+            for number, client in enumerate(list(self.clients), 1):
+                if number % FAN_OUT_BATCH == 0:  # let HTTP requests in between batches of writers
+                    await asyncio.sleep(0)
                 if not client.greeted:  # its first tick: the alerts firing, if it wants alerts
                     client.greeted = True
                     if "system_alerts" in self.wanted(client):
