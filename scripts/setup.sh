@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 IMAGE=kato-test/busybox:latest
 STACK_PACKAGES=(prometheus prometheus-alertmanager)
-TEST_PACKAGES=(docker.io busybox-static redis-server prometheus-node-exporter iproute2 openssl util-linux influxdb)
+TEST_PACKAGES=(docker.io busybox-static redis-server prometheus-node-exporter iproute2 openssl util-linux influxdb chromium)
 
 install_venv() {
   [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"

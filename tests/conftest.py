@@ -93,8 +93,8 @@ def run_container(dockerd: None) -> Iterator[Callable[..., str]]:
 
 
 class Exporter:
-    def __init__(self, args: list[str], prefix: list[str] | None = None) -> None:
-        self.port = free_port()
+    def __init__(self, args: list[str], prefix: list[str] | None = None, port: int | None = None) -> None:
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = Path(f"/tmp/kato-exporter-test-{self.port}.log")
         command = [
@@ -126,8 +126,9 @@ class Exporter:
         return scrape(self.url + "/metrics")
 
     def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
 
 
 @pytest.fixture
@@ -135,8 +136,8 @@ def start_exporter() -> Iterator[Callable[..., Exporter]]:
     """Factory: a real exporter process; stopped at teardown."""
     started: list[Exporter] = []
 
-    def start(*args: str, prefix: list[str] | None = None) -> Exporter:
-        exporter = Exporter(list(args), prefix)
+    def start(*args: str, prefix: list[str] | None = None, port: int | None = None) -> Exporter:
+        exporter = Exporter(list(args), prefix, port)
         started.append(exporter)
         return exporter
 

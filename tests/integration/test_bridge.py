@@ -5,14 +5,17 @@ webhook; each message checked against ../shared/legacy-ws-protocol.md."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 import random
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +49,7 @@ def bridge(
     log_name = run_container(ACCESS_LOG)
     (tmp_path / "token").write_text(TOKEN)
 
-    def start(*flags: str) -> BridgedExporter:
+    def start(*flags: str, port: int | None = None) -> BridgedExporter:
         exporter = start_exporter(
             f"--collector.containers.label-selector={RUN_LABEL}",
             f"--kato.url={kato.url}",
@@ -55,6 +58,7 @@ def bridge(
             f"--kato.log-container={log_name}",
             f"--alertmanager.token-file={tmp_path / 'token'}",
             *flags,
+            port=port,
         )
         exporter.__class__ = BridgedExporter
         exporter.kato_url = kato.url
@@ -477,3 +481,80 @@ def test_the_bridge_can_be_turned_off_with_the_old_flag(start_exporter):
     )
     assert rest(exporter, "/api/v1/health")[0] == 404
     assert "legacy dashboard bridge" not in exporter.log.read_text()
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture
+def legacy_page() -> Iterator[str]:
+    """tests/legacy_page/ served on its own port (so its origin is not the exporter's)."""
+    folder = Path(__file__).resolve().parent.parent / "legacy_page"
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(folder))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/index.html"
+    server.shutdown()
+    server.server_close()
+
+
+async def test_a_real_browser_page_with_two_components_reconnecting(bridge, legacy_page, tmp_path):
+    """Debian's Chromium, driven by Playwright, runs a page that speaks the protocol as the old page
+    does. Its renders re-send both subscribes on every message: the updates must stay at one a tick."""
+    from playwright.async_api import async_playwright
+
+    page_origin = legacy_page.rsplit("/", 1)[0]
+    exporter = bridge(f"--bridge.allowed-origins={page_origin}")
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+            ],
+        )
+        try:
+            page = await browser.new_page()
+            ws_url = exporter.url.replace("http", "ws") + "/ws"
+            await page.goto(f"{legacy_page}?ws={ws_url}")
+            await asyncio.sleep(6)
+            stats = await page.evaluate("window.stats")
+            print(stats)
+            assert stats["opened"] == 1 and stats["errors"] == 0
+            assert 4 <= stats["updates"] <= 8, stats  # one a tick, not hundreds a second
+            assert stats["parts"].get("metrics") and stats["parts"].get(
+                "containers"
+            )  # the layout did not win
+            assert "sessions" not in stats["parts"]  # subscribed by neither component
+            assert stats["subscribes"] >= 2 * stats["updates"]  # it did re-send on every render
+
+            # the exporter goes away and comes back on the same port: the page reconnects by itself
+            port = exporter.port
+            exporter.stop()
+            await asyncio.sleep(1.5)
+            again = bridge(f"--bridge.allowed-origins={page_origin}", port=port)
+            deadline = time.monotonic() + 20
+            while (await page.evaluate("window.stats"))["opened"] < 2:
+                assert time.monotonic() < deadline, await page.evaluate("window.stats")
+                await asyncio.sleep(0.2)
+            before = (await page.evaluate("window.stats"))["updates"]
+            await asyncio.sleep(3)
+            stats = await page.evaluate("window.stats")
+            assert 2 <= stats["updates"] - before <= 5 and stats["closes"][0] == 1001  # going away
+            assert again.port == port
+
+            # a page from another origin is refused
+            other = await browser.new_page()
+            await other.goto(f"{legacy_page}?ws={ws_url}".replace("127.0.0.1", "localhost", 1))
+            await asyncio.sleep(1.5)
+            refused = await other.evaluate("window.stats")
+            assert refused["opened"] == 0 and refused["closes"], refused
+        finally:
+            await browser.close()
