@@ -290,7 +290,6 @@ class Bridge:
         self._http: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._closing: set[asyncio.Task[None]] = set()
-        self.ticks = 0
 
     # --- lifetime ---
 
@@ -413,7 +412,6 @@ class Bridge:
                     self.clients.discard(client)
                     self._closing.add(task := asyncio.create_task(self._close_slow(client)))
                     task.add_done_callback(self._closing.discard)
-            self.ticks += 1
             due += self.settings.tick
             delay = due - time.monotonic()
             if delay < 0:
