@@ -191,7 +191,7 @@ def start_grafana(s: Settings) -> Program:
     data = s.state / "grafana"
     env = {
         "GF_PATHS_DATA": str(data),
-        "GF_PATHS_LOGS": str(s.state / "logs"),
+        "GF_PATHS_LOGS": str(data / "log"),  # its own file log; stdout goes to <state>/logs
         "GF_PATHS_PLUGINS": str(data / "plugins"),
         "GF_PATHS_PROVISIONING": str(s.state / "config" / "grafana"),
         "GF_SERVER_HTTP_ADDR": s.host,
