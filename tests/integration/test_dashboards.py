@@ -237,6 +237,9 @@ def wait_until_everything_happened(stack: Stack) -> None:
         "a 5xx ratio": "kato:http_errors:ratio_rate5m > 0",
         "Live pushes": 'kato_exporter_live_pushes_total{result="success"} > 0',
         "a CPU-limited container busy": "kato:container_cpu_usage:ratio_irate > 0.5",
+        # they scrape every 15 s: rate(...[1m]) of their own counters needs two scrapes in a minute
+        "Prometheus scraped twice": 'count_over_time(up{job="prometheus"}[1m]) >= 2',
+        "Alertmanager scraped twice": 'count_over_time(up{job="alertmanager"}[1m]) >= 2',
     }
     for what, expr in conditions.items():
         wait_for(lambda expr=expr: stack.instant(expr), 90, interval=1, what=what)
