@@ -28,6 +28,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -60,6 +61,19 @@ def tick_of(text: str) -> float:
     return datetime.fromisoformat(text[start : text.index('"', start)]).timestamp()
 
 
+async def texts(ws: aiohttp.ClientWebSocketResponse, seconds: float) -> AsyncIterator[str]:
+    """The text messages that arrive within ``seconds``; ends early if the socket does."""
+    end = time.time() + seconds
+    while time.time() < end:
+        try:
+            message = await ws.receive(timeout=max(0.1, end - time.time()))
+        except TimeoutError:
+            return
+        if message.type != aiohttp.WSMsgType.TEXT:
+            return
+        yield message.data
+
+
 async def worker(
     url: str, clients: int, seconds: float, subscriptions: list[str], compress: int
 ) -> dict[str, Any]:
@@ -71,16 +85,9 @@ async def worker(
         async def client() -> None:
             async with session.ws_connect(url, compress=compress, max_msg_size=0) as ws:
                 await ws.send_str(json.dumps({"type": "subscribe", "subscriptions": subscriptions}))
-                end = time.time() + seconds
-                while time.time() < end:
-                    try:
-                        message = await ws.receive(timeout=max(0.1, end - time.time()))
-                    except TimeoutError:
-                        break
-                    if message.type != aiohttp.WSMsgType.TEXT:
-                        break
-                    if message.data.startswith('{"type":"realtime_update"'):
-                        received.append((tick_of(message.data), time.time()))
+                async for message in texts(ws, seconds):
+                    if message.startswith('{"type":"realtime_update"'):
+                        received.append((tick_of(message), time.time()))
 
         results = await asyncio.gather(*(client() for _ in range(clients)), return_exceptions=True)
     failed = [repr(r) for r in results if isinstance(r, BaseException)]
@@ -181,14 +188,8 @@ async def wire_bytes(exporter: Exporter, seconds: float, compress: int) -> dict[
         await ws.send_str(json.dumps({"type": "subscribe", "subscriptions": ["metrics"]}))
         await asyncio.sleep(2)  # past the first, whole document
         start_bytes, messages = counted["down"], 0
-        end = time.time() + seconds
-        while time.time() < end:
-            try:
-                message = await ws.receive(timeout=max(0.1, end - time.time()))
-            except TimeoutError:
-                break
+        async for _ in texts(ws, seconds):
             messages += 1
-            assert message.type == aiohttp.WSMsgType.TEXT
         got = counted["down"] - start_bytes
     server.close()
     return {"bytes_per_minute": got * 60 / seconds, "messages_per_minute": messages * 60 / seconds}

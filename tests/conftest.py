@@ -62,30 +62,34 @@ def dockerd() -> None:
     docker("image", "inspect", IMAGE)
 
 
+def start_container(name: str, command: str, *options: str) -> str:
+    """``sh -c command`` in a busybox container of this run, without a network; its name."""
+    docker(
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--label",
+        RUN_LABEL,
+        "--network",
+        "none",
+        *options,
+        IMAGE,
+        "sh",
+        "-c",
+        command,
+    )
+    return name
+
+
 @pytest.fixture
 def run_container(dockerd: None) -> Iterator[Callable[..., str]]:
     """Factory: ``run_container("sleep 3600", "--memory", "64m")`` → container name."""
     names: list[str] = []
 
     def run(command: str, *options: str) -> str:
-        name = f"kato-test-{RUN_ID}-{uuid.uuid4().hex[:6]}"
-        docker(
-            "run",
-            "-d",
-            "--name",
-            name,
-            "--label",
-            RUN_LABEL,
-            "--network",
-            "none",
-            *options,
-            IMAGE,
-            "sh",
-            "-c",
-            command,
-        )
-        names.append(name)
-        return name
+        names.append(start_container(f"kato-test-{RUN_ID}-{uuid.uuid4().hex[:6]}", command, *options))
+        return names[-1]
 
     yield run
     if names:

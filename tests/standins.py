@@ -11,10 +11,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
 
+from scripts.stack import Settings
 from tests.conftest import free_port
 
 
@@ -81,3 +83,40 @@ def smtp_standin() -> Iterator[tuple[str, Inbox]]:
         yield f"127.0.0.1:{controller.port}", inbox
     finally:
         controller.stop()
+
+
+def loopback_settings(state: Path, exporter_args: list[str], **fields: Any) -> Settings:
+    """The native stack on free loopback ports, without Grafana (not installable here) unless
+    ``fields`` say otherwise."""
+    ports = {"exporter_port": free_port(), "prometheus_port": free_port(), "alertmanager_port": free_port()}
+    return Settings(
+        **{
+            "state": state,
+            "host": "127.0.0.1",
+            "grafana": None,
+            "exporter_args": exporter_args,
+            **ports,
+            **fields,
+        }
+    )
+
+
+def alerting_settings(folder: Path, slack_url: str, smtp_host: str, exporter_args: list[str]) -> Settings:
+    """The stack with 1 s clocks, delivering to the Slack and SMTP stand-ins; state in ``folder``."""
+    secrets = folder / "secrets"
+    secrets.mkdir()
+    (secrets / "slack_api_url").write_text(slack_url)
+    (secrets / "smtp_password").write_text("not-used-without-AUTH")
+    return loopback_settings(
+        folder / "state",
+        exporter_args,
+        slack_api_url_file=str(secrets / "slack_api_url"),
+        smtp_password_file=str(secrets / "smtp_password"),
+        smtp_smarthost=smtp_host,
+        email_to="oncall@example.org",
+        scrape_interval="1s",
+        evaluation_interval="1s",
+        group_wait="1s",
+        group_interval="1s",
+        resend_delay="1s",
+    )

@@ -43,6 +43,62 @@ def one_number(metric: str, selector: str, label: str, values: tuple[str, ...]) 
     return "max by (name) (" + " or ".join(parts) + ")"
 
 
+# Panels that two dashboards show alike (title and width are theirs)
+
+
+def session_events_graph(width: int = 12) -> Any:
+    return graph(
+        "Session events",
+        "Sessions created, destroyed and expired per second.",
+        "ops",
+        (f"sum by (event) (rate(kato_session_events_total{{{INSTANCE}}}{RATE}))", "{{event}}"),
+        width=width,
+    )
+
+
+def requests_by_status_graph(width: int = 12) -> Any:
+    return graph(
+        "Requests by status",
+        "Requests per second in the KATO containers' access logs, by status code.",
+        "reqps",
+        (f"sum by (code) (rate(kato_http_requests_total{{{INSTANCE}}}{RATE}))", "{{code}}"),
+        width=width,
+        stack=True,
+    )
+
+
+def error_ratio_graph(width: int = 12) -> Any:
+    return graph(
+        "5xx ratio",
+        "Share of 5xx responses over 5 minutes, against the alert thresholds.",
+        "percentunit",
+        (f"kato:http_errors:ratio_rate5m{{{INSTANCE}}}", "{{instance}}"),
+        width=width,
+        lines="kato_http_error_ratio",
+    )
+
+
+def host_cpu_graph(title: str) -> Any:
+    return graph(
+        title,
+        "Busy share of all CPUs, against the alert thresholds.",
+        "percentunit",
+        (f"kato_host_cpu_usage_ratio{{{INSTANCE}}}", "{{instance}}"),
+        lines="kato_host_cpu_usage_ratio",
+    )
+
+
+def host_memory_graph(title: str, width: int = 12) -> Any:
+    return graph(
+        title,
+        "1 − available ÷ total, against the alert thresholds.",
+        "percentunit",
+        (f"kato_host_memory_usage_ratio{{{INSTANCE}}}", "{{instance}}"),
+        lines="kato_host_memory_usage_ratio",
+        width=width,
+    )
+
+
 def overview() -> Any:
     return (
         board(
@@ -106,35 +162,9 @@ def overview() -> Any:
                 width=3,
             )
         )
-        .with_panel(
-            graph(
-                "Session events",
-                "Sessions created, destroyed and expired per second.",
-                "ops",
-                (f"sum by (event) (rate(kato_session_events_total{{{INSTANCE}}}{RATE}))", "{{event}}"),
-                width=8,
-            )
-        )
-        .with_panel(
-            graph(
-                "Requests by status",
-                "Requests per second by status code.",
-                "reqps",
-                (f"sum by (code) (rate(kato_http_requests_total{{{INSTANCE}}}{RATE}))", "{{code}}"),
-                width=8,
-                stack=True,
-            )
-        )
-        .with_panel(
-            graph(
-                "5xx ratio",
-                "Share of 5xx responses over 5 minutes, against the alert thresholds.",
-                "percentunit",
-                (f"kato:http_errors:ratio_rate5m{{{INSTANCE}}}", "{{instance}}"),
-                width=8,
-                lines="kato_http_error_ratio",
-            )
-        )
+        .with_panel(session_events_graph(width=8))
+        .with_panel(requests_by_status_graph(width=8))
+        .with_panel(error_ratio_graph(width=8))
         .with_panel(
             bars(
                 "Top containers by CPU",
@@ -151,24 +181,8 @@ def overview() -> Any:
                 (f"topk(10, kato:container_memory_usage:ratio{{{INSTANCE}}})", "{{name}}"),
             )
         )
-        .with_panel(
-            graph(
-                "Host CPU",
-                "Busy share of all CPUs, against the alert thresholds.",
-                "percentunit",
-                (f"kato_host_cpu_usage_ratio{{{INSTANCE}}}", "{{instance}}"),
-                lines="kato_host_cpu_usage_ratio",
-            )
-        )
-        .with_panel(
-            graph(
-                "Host memory",
-                "1 − available ÷ total, against the alert thresholds.",
-                "percentunit",
-                (f"kato_host_memory_usage_ratio{{{INSTANCE}}}", "{{instance}}"),
-                lines="kato_host_memory_usage_ratio",
-            )
-        )
+        .with_panel(host_cpu_graph("Host CPU"))
+        .with_panel(host_memory_graph("Host memory"))
         .with_panel(
             listing(
                 "Firing alerts",
@@ -314,32 +328,9 @@ def sessions() -> Any:
                 height=8,
             )
         )
-        .with_panel(
-            graph(
-                "Session events",
-                "Sessions created, destroyed and expired per second.",
-                "ops",
-                (f"sum by (event) (rate(kato_session_events_total{{{INSTANCE}}}{RATE}))", "{{event}}"),
-            )
-        )
-        .with_panel(
-            graph(
-                "5xx ratio",
-                "Share of 5xx responses over 5 minutes, against the alert thresholds.",
-                "percentunit",
-                (f"kato:http_errors:ratio_rate5m{{{INSTANCE}}}", "{{instance}}"),
-                lines="kato_http_error_ratio",
-            )
-        )
-        .with_panel(
-            graph(
-                "Requests by status",
-                "Requests per second in the KATO containers' access logs, by status code.",
-                "reqps",
-                (f"sum by (code) (rate(kato_http_requests_total{{{INSTANCE}}}{RATE}))", "{{code}}"),
-                stack=True,
-            )
-        )
+        .with_panel(session_events_graph())
+        .with_panel(error_ratio_graph())
+        .with_panel(requests_by_status_graph())
         .with_panel(
             graph(
                 "Requests by method",
@@ -390,15 +381,7 @@ def host() -> Any:
             "The Docker host under KATO: CPU, load, memory, swap, filesystems, network.",
             instance_variable(),
         )
-        .with_panel(
-            graph(
-                "CPU",
-                "Busy share of all CPUs, against the alert thresholds.",
-                "percentunit",
-                (f"kato_host_cpu_usage_ratio{{{INSTANCE}}}", "{{instance}}"),
-                lines="kato_host_cpu_usage_ratio",
-            )
-        )
+        .with_panel(host_cpu_graph("CPU"))
         .with_panel(
             graph(
                 "Load",
@@ -410,16 +393,7 @@ def host() -> Any:
                 (f"kato_host_cpus{{{INSTANCE}}}", "CPUs {{instance}}"),
             )
         )
-        .with_panel(
-            graph(
-                "Memory",
-                "1 − available ÷ total, against the alert thresholds.",
-                "percentunit",
-                (f"kato_host_memory_usage_ratio{{{INSTANCE}}}", "{{instance}}"),
-                lines="kato_host_memory_usage_ratio",
-                width=8,
-            )
-        )
+        .with_panel(host_memory_graph("Memory", width=8))
         .with_panel(
             graph(
                 "Memory in bytes",

@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from scripts.stack import Program, Settings, start, stop
-from tests.conftest import RUN_LABEL, docker, free_port, wait_for
+from scripts.stack import Program, start, stop
+from tests.conftest import RUN_LABEL, docker, wait_for
 from tests.exposition import scrape
-from tests.standins import Inbox, slack_standin, smtp_standin
+from tests.standins import Inbox, alerting_settings, slack_standin, smtp_standin
 
 pytestmark = pytest.mark.integration
 
@@ -37,27 +37,11 @@ def smtp() -> Iterator[tuple[str, Inbox]]:
 
 @pytest.fixture
 def stack(tmp_path: Path, slack: tuple[str, Inbox], smtp: tuple[str, Inbox]) -> Iterator[list[Program]]:
-    secrets = tmp_path / "secrets"
-    secrets.mkdir()
-    (secrets / "slack_api_url").write_text(slack[0])
-    (secrets / "smtp_password").write_text("not-used-without-AUTH")
-    settings = Settings(
-        state=tmp_path / "state",
-        host="127.0.0.1",
-        exporter_port=free_port(),
-        prometheus_port=free_port(),
-        alertmanager_port=free_port(),
-        grafana=None,  # not installable here: the stack without it
-        exporter_args=[f"--collector.containers.label-selector={RUN_LABEL}", "--no-collector.host"],
-        slack_api_url_file=str(secrets / "slack_api_url"),
-        smtp_password_file=str(secrets / "smtp_password"),
-        smtp_smarthost=smtp[0],
-        email_to="oncall@example.org",
-        scrape_interval="1s",
-        evaluation_interval="1s",
-        group_wait="1s",
-        group_interval="1s",
-        resend_delay="1s",
+    settings = alerting_settings(
+        tmp_path,
+        slack[0],
+        smtp[0],
+        [f"--collector.containers.label-selector={RUN_LABEL}", "--no-collector.host"],
     )
     programs = start(settings)
     yield programs

@@ -34,6 +34,12 @@ ACCESS_LOG = (
     "sleep 0.5; done"
 )
 TOKEN = "webhook-secret"
+CPU_ALERT = {
+    "alertname": "KatoContainerCpuHigh",
+    "severity": "critical",
+    "legacy_type": "high_cpu",
+    "name": "kato",
+}
 
 
 class BridgedExporter(Exporter):
@@ -308,14 +314,7 @@ async def test_session_events_once_each_and_alerts_from_the_webhook(bridge):
         assert not page.of("realtime_update")  # not subscribed to any part
         assert kept
 
-        post_alert(
-            exporter,
-            "firing",
-            alertname="KatoContainerCpuHigh",
-            severity="critical",
-            legacy_type="high_cpu",
-            name="kato",
-        )
+        post_alert(exporter, "firing", **CPU_ALERT)
         await page.wait(lambda: page.of("system_alert"), what="system_alert")
         [alert] = page.of("system_alert")[0]["alerts"]
         assert alert == {
@@ -334,14 +333,7 @@ async def test_session_events_once_each_and_alerts_from_the_webhook(bridge):
         await late.wait(lambda: late.of("system_alert"), what="the firing alert on subscribe")
         assert late.of("system_alert")[0]["alerts"][0]["type"] == "high_cpu"
 
-        post_alert(
-            exporter,
-            "resolved",
-            alertname="KatoContainerCpuHigh",
-            severity="critical",
-            legacy_type="high_cpu",
-            name="kato",
-        )
+        post_alert(exporter, "resolved", **CPU_ALERT)
         await page.wait(lambda: page.of("system_alert_resolved"), what="system_alert_resolved")
         assert page.of("system_alert_resolved")[0]["alerts"][0]["type"] == "high_cpu"
         third = await connect(session, exporter)

@@ -26,23 +26,23 @@ from typing import Any
 
 import pytest
 
-from scripts.stack import Program, Settings, start, stop
+from scripts.stack import Program, start, stop
 from tests.conftest import (
-    IMAGE,
     RUN_LABEL,
     Daemon,
     answers_tcp,
     docker,
     free_port,
     redis_command,
+    start_container,
     wait_for,
 )
 from tests.dashboards import dashboards, fill, label_values_query, metric_names, targets, variables
-from tests.standins import Inbox, http_receiver, slack_standin, smtp_standin
+from tests.standins import Inbox, alerting_settings, http_receiver, slack_standin, smtp_standin
 
 pytestmark = pytest.mark.integration
 
-SCRAPE_SECONDS = 1
+SCRAPE_SECONDS = 1  # alerting_settings' scrape interval
 RANGE_SECONDS = 120
 INDEX = "kato:session:_active_index"  # KATO's index of sessions (a Redis set)
 ACCESS_LOG = (  # uvicorn's access log, as KATO writes it: mostly 200, some 500
@@ -89,25 +89,6 @@ class Stack:
 def record(inbox: Inbox, body: bytes) -> int:
     inbox.add(body)
     return 200
-
-
-def run(name: str, command: str, *options: str) -> str:
-    docker(
-        "run",
-        "-d",
-        "--name",
-        name,
-        "--label",
-        RUN_LABEL,
-        "--network",
-        "none",
-        *options,
-        IMAGE,
-        "sh",
-        "-c",
-        command,
-    )
-    return name
 
 
 def sessions_churn(kato_url: str, stop_event: threading.Event) -> None:
@@ -164,26 +145,21 @@ def stack(tmp_path_factory: pytest.TempPathFactory, dockerd: None) -> Iterator[S
         http_receiver(lambda _, body: record(pushes, body)) as grafana,
     ):
         try:
-            run(names["cpu"], "yes > /dev/null", "--cpus", "0.5")
-            run(names["memory"], "sleep 3600", "--memory", "64m")
-            run(names["exited"], "exit 3")
-            run(names["unhealthy"], "sleep 3600", "--health-cmd", "false", "--health-interval", "1s")
-            run(names["restarting"], "sleep 1; exit 1", "--restart", "on-failure:50")
-            run(names["kato"], ACCESS_LOG)
+            start_container(names["cpu"], "yes > /dev/null", "--cpus", "0.5")
+            start_container(names["memory"], "sleep 3600", "--memory", "64m")
+            start_container(names["exited"], "exit 3")
+            start_container(
+                names["unhealthy"], "sleep 3600", "--health-cmd", "false", "--health-interval", "1s"
+            )
+            start_container(names["restarting"], "sleep 1; exit 1", "--restart", "on-failure:50")
+            start_container(names["kato"], ACCESS_LOG)
             token = tmp / "grafana_token"
             token.write_text("glsa_dashboards_test\n")
-            secrets = tmp / "secrets"
-            secrets.mkdir()
-            (secrets / "slack_api_url").write_text(slack[0])
-            (secrets / "smtp_password").write_text("not-used-without-AUTH")
-            settings = Settings(
-                state=tmp / "state",
-                host="127.0.0.1",
-                exporter_port=free_port(),
-                prometheus_port=free_port(),
-                alertmanager_port=free_port(),
-                grafana=None,  # not installable here: the stack without it
-                exporter_args=[
+            settings = alerting_settings(
+                tmp,
+                slack[0],
+                smtp[0],
+                [
                     f"--collector.containers.label-selector={RUN_LABEL}",
                     f"--kato.url={kato.url}",
                     f"--kato.redis-url={redis.url}",
@@ -193,15 +169,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory, dockerd: None) -> Iterator[S
                     f"--grafana.url={grafana}",
                     f"--grafana.token-file={token}",
                 ],
-                slack_api_url_file=str(secrets / "slack_api_url"),
-                smtp_password_file=str(secrets / "smtp_password"),
-                smtp_smarthost=smtp[0],
-                email_to="oncall@example.org",
-                scrape_interval=f"{SCRAPE_SECONDS}s",
-                evaluation_interval="1s",
-                group_wait="1s",
-                group_interval="1s",
-                resend_delay="1s",
             )
             programs = start(settings)
             threading.Thread(target=sessions_churn, args=(kato.url, churn_stop), daemon=True).start()

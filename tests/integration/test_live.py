@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import RUN_LABEL, Daemon, Exporter, docker, free_port, wait_for
+from tests.conftest import RUN_LABEL, Daemon, Exporter, free_port, wait_for
 from tests.dashboards import live_fields
 from tests.standins import Inbox, http_receiver
 
@@ -184,113 +184,93 @@ def test_points_equal_metrics_and_every_live_panel_field_is_pushed(
     kato = kato_double()
     busy = run_container("yes > /dev/null", "--cpus", "0.5")
     limited = run_container("sleep 3600", "--memory", "64m")
-    log_name = f"kato-live-{time.time_ns() % 10**8}-kato"
-    docker(
-        "run",
-        "-d",
-        "--name",
-        log_name,
-        "--label",
-        RUN_LABEL,
-        "--network",
-        "none",
-        "kato-test/busybox",
-        "sh",
-        "-c",
-        ACCESS_LOG,
-    )
-    try:
-        with grafana.serving():
-            exporter = start_live_exporter(
-                start_exporter,
-                grafana,
-                tmp_path,
-                f"--kato.url={kato.url}",
-                f"--kato.redis-url={redis_server.url}",
-                "--kato.interval=1s",
-                f"--kato.log-container={log_name}",
-            )
-            for ttl in (1, 600, 600):
-                create_session(kato.url, ttl)
-            post_alert(
-                exporter,
-                "firing",
-                {"alertname": "Kato Test, with=odd chars", "severity": "critical", "name": busy},
-                'CPU "busy" \\ at 100%',
-            )
-            wanted = {
-                channel.removeprefix("stream/kato/"): fields for channel, fields in live_fields().items()
+    log_name = run_container(ACCESS_LOG)
+    with grafana.serving():
+        exporter = start_live_exporter(
+            start_exporter,
+            grafana,
+            tmp_path,
+            f"--kato.url={kato.url}",
+            f"--kato.redis-url={redis_server.url}",
+            "--kato.interval=1s",
+            f"--kato.log-container={log_name}",
+        )
+        for ttl in (1, 600, 600):
+            create_session(kato.url, ttl)
+        post_alert(
+            exporter,
+            "firing",
+            {"alertname": "Kato Test, with=odd chars", "severity": "critical", "name": busy},
+            'CPU "busy" \\ at 100%',
+        )
+        wanted = {channel.removeprefix("stream/kato/"): fields for channel, fields in live_fields().items()}
+        assert set(wanted) == {"containers", "host", "sessions", "session_events", "requests", "alerts"}
+
+        def missing() -> dict[str, set[str]]:
+            have = {
+                m: {row["fieldKey"] for row in influx.query(f'SHOW FIELD KEYS FROM "{m}"')} for m in wanted
             }
-            assert set(wanted) == {"containers", "host", "sessions", "session_events", "requests", "alerts"}
+            return {m: fields - have[m] for m, fields in wanted.items() if fields - have[m]}
 
-            def missing() -> dict[str, set[str]]:
-                have = {
-                    m: {row["fieldKey"] for row in influx.query(f'SHOW FIELD KEYS FROM "{m}"')}
-                    for m in wanted
-                }
-                return {m: fields - have[m] for m, fields in wanted.items() if fields - have[m]}
+        wait_for(lambda: not missing(), 30, interval=0.5, what="every Live panel's fields", show=missing)
+        assert not grafana.refused
 
-            wait_for(lambda: not missing(), 30, interval=0.5, what="every Live panel's fields", show=missing)
-            assert not grafana.refused
+        # the alert, read back exactly despite spaces, commas, = and quotes
+        [alert] = influx.query("SELECT * FROM alerts")
+        assert alert["alertname"] == "Kato Test, with=odd chars" and alert["name"] == busy
+        assert alert["summary"] == 'CPU "busy" \\ at 100%' and alert["firing"] == 1
+        wait_for(
+            lambda: (
+                {row["type"] for row in influx.query("SELECT * FROM session_events")}
+                >= {"created", "expired"}
+            ),
+            10,
+            what="a point for each session created and for the one that expired",
+        )
 
-            # the alert, read back exactly despite spaces, commas, = and quotes
-            [alert] = influx.query("SELECT * FROM alerts")
-            assert alert["alertname"] == "Kato Test, with=odd chars" and alert["name"] == busy
-            assert alert["summary"] == 'CPU "busy" \\ at 100%' and alert["firing"] == 1
-            wait_for(
-                lambda: (
-                    {row["type"] for row in influx.query("SELECT * FROM session_events")}
-                    >= {"created", "expired"}
-                ),
-                10,
-                what="a point for each session created and for the one that expired",
-            )
-
-            # the same instant in both: a source's last success is its points' timestamp
-            def same_instant(source: str, measurement: str) -> tuple[Any, list[dict[str, Any]]]:
-                for _ in range(20):
-                    metrics = exporter.scrape()
-                    at = metrics.value("kato_exporter_last_success_timestamp_seconds", source=source)
-                    rows = wait_for(
-                        lambda at=at: influx.query(f"SELECT * FROM {measurement} WHERE time = {ns(at)}"),
-                        5,
-                        what=f"{measurement} at {at}",
-                    )
-                    # a scrape between two sources' updates could mix instants: try again
-                    if metrics.value("kato_exporter_last_success_timestamp_seconds", source=source) == at:
-                        return metrics, rows  # type: ignore[return-value]
-                raise AssertionError("no stable instant")
-
-            metrics, rows = same_instant("containers", "containers")
-            by_name = {row["name"]: row for row in rows}
-            assert set(by_name) >= {busy, limited}
-            for name, row in by_name.items():
-                assert row["memory_working_set_bytes"] == metrics.value(
-                    "kato_container_memory_working_set_bytes", name=name
+        # the same instant in both: a source's last success is its points' timestamp
+        def same_instant(source: str, measurement: str) -> tuple[Any, list[dict[str, Any]]]:
+            for _ in range(20):
+                metrics = exporter.scrape()
+                at = metrics.value("kato_exporter_last_success_timestamp_seconds", source=source)
+                rows = wait_for(
+                    lambda at=at: influx.query(f"SELECT * FROM {measurement} WHERE time = {ns(at)}"),
+                    5,
+                    what=f"{measurement} at {at}",
                 )
-                assert row["pids"] == metrics.value("kato_container_pids", name=name)
-            assert by_name[limited]["memory_limit_bytes"] == 64 * 1024 * 1024
-            assert by_name[busy]["cpu_limit_cores"] == 0.5
-            assert 0.3 < by_name[busy]["cpu_cores"] <= 0.55
+                # a scrape between two sources' updates could mix instants: try again
+                if metrics.value("kato_exporter_last_success_timestamp_seconds", source=source) == at:
+                    return metrics, rows  # type: ignore[return-value]
+            raise AssertionError("no stable instant")
 
-            metrics, [host] = same_instant("host", "host")
-            assert host["cpu_usage_ratio"] == metrics.value("kato_host_cpu_usage_ratio")
-            assert host["memory_available_bytes"] == metrics.value("kato_host_memory_available_bytes")
-            assert host["load1"] == metrics.value("kato_host_load1")
-
-            metrics, [sessions] = same_instant("kato_sessions", "sessions")
-            assert sessions["active"] == metrics.value("kato_sessions_active") == 2
-            for event in ("created", "destroyed", "expired"):
-                assert sessions[event] == metrics.value("kato_session_events_total", event=event)
-
-            [requests] = influx.query(
-                "SELECT last(rate_5xx) AS rate_5xx, last(rate_2xx) AS rate_2xx FROM requests"
+        metrics, rows = same_instant("containers", "containers")
+        by_name = {row["name"]: row for row in rows}
+        assert set(by_name) >= {busy, limited}
+        for name, row in by_name.items():
+            assert row["memory_working_set_bytes"] == metrics.value(
+                "kato_container_memory_working_set_bytes", name=name
             )
-            assert requests["rate_5xx"] > 0 and requests["rate_2xx"] > 0
-            assert metrics.value("kato_exporter_live_pushes_total", result="error") == 0
-            assert metrics.value("kato_exporter_source_up", source="grafana_live") == 1
-    finally:
-        docker("rm", "-f", log_name, check=False)
+            assert row["pids"] == metrics.value("kato_container_pids", name=name)
+        assert by_name[limited]["memory_limit_bytes"] == 64 * 1024 * 1024
+        assert by_name[busy]["cpu_limit_cores"] == 0.5
+        assert 0.3 < by_name[busy]["cpu_cores"] <= 0.55
+
+        metrics, [host] = same_instant("host", "host")
+        assert host["cpu_usage_ratio"] == metrics.value("kato_host_cpu_usage_ratio")
+        assert host["memory_available_bytes"] == metrics.value("kato_host_memory_available_bytes")
+        assert host["load1"] == metrics.value("kato_host_load1")
+
+        metrics, [sessions] = same_instant("kato_sessions", "sessions")
+        assert sessions["active"] == metrics.value("kato_sessions_active") == 2
+        for event in ("created", "destroyed", "expired"):
+            assert sessions[event] == metrics.value("kato_session_events_total", event=event)
+
+        [requests] = influx.query(
+            "SELECT last(rate_5xx) AS rate_5xx, last(rate_2xx) AS rate_2xx FROM requests"
+        )
+        assert requests["rate_5xx"] > 0 and requests["rate_2xx"] > 0
+        assert metrics.value("kato_exporter_live_pushes_total", result="error") == 0
+        assert metrics.value("kato_exporter_source_up", source="grafana_live") == 1
 
 
 def test_cadence_over_60_seconds(start_exporter, influx, run_container, tmp_path):

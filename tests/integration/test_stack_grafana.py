@@ -12,9 +12,10 @@ import urllib.request
 
 import pytest
 
-from scripts.stack import Settings, start, stop
+from scripts.stack import start, stop
 from tests.conftest import ROOT, RUN_LABEL, free_port, wait_for
 from tests.exposition import scrape
+from tests.standins import loopback_settings
 
 pytestmark = pytest.mark.integration
 
@@ -24,15 +25,11 @@ def test_run_sh_starts_grafana_and_the_exporter_pushes_with_a_viewer_token(tmp_p
     binary.parent.mkdir()
     binary.write_text(f'#!/bin/sh\ncd {ROOT} && exec {sys.executable} -m tests.grafana_double "$@"\n')
     binary.chmod(0o755)
-    settings = Settings(
-        state=tmp_path / "state",
-        host="127.0.0.1",
-        exporter_port=free_port(),
-        prometheus_port=free_port(),
-        alertmanager_port=free_port(),
+    settings = loopback_settings(
+        tmp_path / "state",
+        [f"--collector.containers.label-selector={RUN_LABEL}"],
         grafana_port=free_port(),
         grafana=str(binary),
-        exporter_args=[f"--collector.containers.label-selector={RUN_LABEL}"],
     )
     programs = start(settings)
     try:

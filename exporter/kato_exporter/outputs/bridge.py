@@ -280,8 +280,9 @@ class Bridge:
         }
         self._versions: dict[str, int] = {}
         self._made: dict[str, tuple[Any, Any]] = {}  # part -> (its sources' collection times, document)
+        self._encoded_from: dict[str, Any] = {}  # part -> the document its JSON was made from
         self._snapshot = Snapshot()
-        self._encoded: dict[str, str] = {}  # part -> its JSON, this tick
+        self._encoded: dict[str, str] = {}  # part -> its JSON
         self._requests = RequestWindow()
         self._rates = Rates()
         self._firing: dict[tuple[tuple[str, str], ...], dict[str, Any]] = {}  # from the webhook
@@ -363,9 +364,12 @@ class Bridge:
         at = self._snapshot.collected_at.get("containers", time.time())
         return containers_part(values.get("containers"), values.get("host"), at, self._rates)
 
-    def refresh(self, now: float) -> None:
-        """Encode each part once; a part whose JSON changed gets a new version."""
+    def refresh(self) -> None:
+        """Encode each part once per new document; a part whose JSON changed gets a new version."""
         for name, document in self.parts(self._hub.snapshot).items():
+            if self._encoded_from.get(name) is document:
+                continue  # made from the same collections: encoded already
+            self._encoded_from[name] = document
             encoded = dumps(document)
             if self._encoded.get(name) != encoded:
                 self._encoded[name] = encoded
@@ -391,7 +395,7 @@ class Bridge:
         due = time.monotonic()
         while True:
             now = time.time()
-            self.refresh(now)
+            self.refresh()
             cache: dict[tuple[str, ...], str] = {}  # each distinct message encoded once a tick
             firing: str | None = None  # asked for once a tick, when a new client wants it
             for number, client in enumerate(list(self.clients), 1):
@@ -582,15 +586,16 @@ class Bridge:
         app.router.add_get("/api/v1/sessions/count", self._rest_sessions_count)
         app.router.add_route("*", "/api/v1/{path:.*}", self._rest_other)
 
-    def _current(self, name: str) -> Any:
-        self.refresh(time.time())
-        return json.loads(self._encoded[name])
+    def _current(self, name: str) -> web.Response:
+        """A part as of the latest snapshot (encoded again only if a source collected since)."""
+        self.refresh()
+        return web.Response(text=self._encoded[name], content_type="application/json")
 
     async def _rest_metrics(self, request: web.Request) -> web.Response:
-        return web.json_response(self._current("metrics"))
+        return self._current("metrics")
 
     async def _rest_containers(self, request: web.Request) -> web.Response:
-        return web.json_response(self._current("containers"))
+        return self._current("containers")
 
     async def _rest_sessions_count(self, request: web.Request) -> web.Response:
         sessions = self._hub.snapshot.values.get("kato_sessions")
