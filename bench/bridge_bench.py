@@ -159,6 +159,7 @@ class RestTimer(threading.Thread):
         return {
             p: {"max_ms": max(t), "p50_ms": sorted(t)[len(t) // 2], "n": len(t)}
             for p, t in self.times.items()
+            if t  # none when the run is too short for the timer to start
         }
 
 
