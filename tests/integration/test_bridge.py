@@ -520,6 +520,8 @@ async def test_a_real_browser_page_with_two_components_reconnecting(bridge, lega
             stats = await page.evaluate("window.stats")
             print(stats)
             assert stats["opened"] == 1 and stats["errors"] == 0
+            # compressed, each message alone: what lets one compression serve every client
+            assert stats["extensions"] == "permessage-deflate; server_no_context_takeover", stats
             assert 4 <= stats["updates"] <= 8, stats  # one a tick, not hundreds a second
             assert stats["parts"].get("metrics") and stats["parts"].get(
                 "containers"

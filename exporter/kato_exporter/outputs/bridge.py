@@ -14,9 +14,11 @@ The page's protocol (``../shared/legacy-ws-protocol.md``), with the old backend'
 - ``session_event`` for each session event and ``system_alert`` / ``system_alert_resolved`` for
   each alert of Alertmanager's webhook, as the hub publishes them.
 
-Fan-out: each part is encoded once per tick, each distinct message once, and the same string is
-queued for every client that needs it. Each client has a bounded queue and its own writer; a
-client whose queue stays full is closed with 1013 and never slows the others.
+Fan-out: each part is encoded once per tick, each distinct message once, and the same frame is
+queued for every client that needs it. Compression (permessage-deflate) is negotiated without
+server context takeover, so every message is compressed alone, once, not once per client. Each
+client has a bounded queue and its own writer; a client whose queue stays full is closed with
+1013 and never slows the others.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ import contextlib
 import copy
 import json
 import logging
+import struct
 import time
+import zlib
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -35,7 +39,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, hdrs, web
+from aiohttp.abc import AbstractStreamWriter
 
 from kato_exporter.config import BridgeConfig
 from kato_exporter.hub import Hub, Snapshot
@@ -242,29 +247,85 @@ def alert_key(labels: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(labels.items()))
 
 
+# --- frames -------------------------------------------------------------------------------
+
+
+def text_frame(message: str, wbits: int) -> bytes:
+    """``message`` as one unmasked text frame, compressed alone with a ``wbits`` window when
+    ``wbits`` is set (RFC 7692: the sync flush's trailing 00 00 ff ff is left off)."""
+    payload = message.encode()
+    first = 0x81  # FIN, text
+    if wbits:
+        deflate = zlib.compressobj(1, zlib.DEFLATED, -wbits)
+        payload = (deflate.compress(payload) + deflate.flush(zlib.Z_SYNC_FLUSH))[:-4]
+        first |= 0x40  # RSV1: compressed
+    size = len(payload)
+    if size < 126:
+        return struct.pack("!BB", first, size) + payload
+    if size < 1 << 16:
+        return struct.pack("!BBH", first, 126, size) + payload
+    return struct.pack("!BBQ", first, 127, size) + payload
+
+
+def without_server_takeover(request: web.Request) -> web.BaseRequest:
+    """``request`` with each permessage-deflate offer asking for server_no_context_takeover,
+    which RFC 7692 lets a server answer with anyway: then one compressed frame of a message is
+    right for every client."""
+    offer = request.headers.get(hdrs.SEC_WEBSOCKET_EXTENSIONS)
+    if not offer:
+        return request
+    offers = [
+        f"{o}; server_no_context_takeover"
+        if o.strip().startswith("permessage-deflate") and "server_no_context_takeover" not in o
+        else o
+        for o in offer.split(",")
+    ]
+    headers = request.headers.copy()
+    headers[hdrs.SEC_WEBSOCKET_EXTENSIONS] = ",".join(offers)
+    return request.clone(headers=headers)
+
+
 # --- clients ------------------------------------------------------------------------------
 
 
 @dataclass(eq=False)
 class Client:
     ws: web.WebSocketResponse
-    queue: asyncio.Queue[str]
+    queue: asyncio.Queue[bytes]  # frames
     transport: asyncio.Transport | None = None
+    wbits: int = 0  # the deflate window negotiated; 0: frames go uncompressed
     subscriptions: set[str] | None = None  # None: never subscribed, gets everything
     sent: dict[str, int] = field(default_factory=dict)  # part -> version last sent
     greeted: bool = False  # has been sent the alerts firing (when it wants alerts)
     full_since: float | None = None
 
-    def put(self, message: str, now: float) -> bool:
-        """Queue ``message``; False (and the stall clock running) when the queue is full."""
-        try:
-            self.queue.put_nowait(message)
-        except asyncio.QueueFull:
+    def put(self, message: str, now: float, frames: dict[tuple[str, int], bytes] | None = None) -> bool:
+        """Send ``message``'s frame, made once per window size in ``frames`` when given: at once
+        when nothing waits before it, else through the queue; False (and the stall clock running)
+        when the queue is full."""
+        if self.queue.full():
             if self.full_since is None:
                 self.full_since = now
             return False
+        key = (message, self.wbits)
+        frame = None if frames is None else frames.get(key)
+        if frame is None:
+            frame = text_frame(message, self.wbits)
+            if frames is not None:
+                frames[key] = frame
         self.full_since = None
+        transport = self.open_transport()
+        if self.queue.empty() and transport is not None and not transport.get_write_buffer_size():
+            transport.write(frame)  # the writer is idle and the socket empty: no task to wake
+        else:
+            self.queue.put_nowait(frame)
         return True
+
+    def open_transport(self) -> asyncio.Transport | None:
+        """The client's transport, while frames may still be written to it."""
+        transport = self.transport
+        closed = transport is None or transport.is_closing() or self.ws.closed
+        return None if closed else transport
 
 
 class Bridge:
@@ -376,19 +437,27 @@ class Bridge:
                 self._versions[name] = self._versions.get(name, 0) + 1
 
     def update_for(
-        self, client: Client, parts: Iterable[str], cache: dict[tuple[str, ...], str], now: float
+        self,
+        client: Client,
+        parts: Iterable[str],
+        now: float,
+        messages: dict[tuple[str, ...], str] | None = None,
+        frames: dict[tuple[str, int], bytes] | None = None,
     ) -> None:
-        """Queue a realtime_update of those of ``parts`` the client has not had at this version."""
+        """Queue a realtime_update of those of ``parts`` the client has not had at this version;
+        ``messages`` and ``frames`` keep what was made for the clients before it."""
         due = tuple(
             sorted(p for p in parts if p in self._encoded and client.sent.get(p) != self._versions[p])
         )
         if not due:
             return
-        message = cache.get(due)
+        message = None if messages is None else messages.get(due)
         if message is None:
             data = ",".join(f'"{p}":{self._encoded[p]}' for p in due)
-            message = cache[due] = f'{{"type":"realtime_update","timestamp":"{iso(now)}","data":{{{data}}}}}'
-        if client.put(message, now):
+            message = f'{{"type":"realtime_update","timestamp":"{iso(now)}","data":{{{data}}}}}'
+            if messages is not None:
+                messages[due] = message
+        if client.put(message, now, frames):
             client.sent.update((p, self._versions[p]) for p in due)
 
     async def _tick(self) -> None:
@@ -396,7 +465,8 @@ class Bridge:
         while True:
             now = time.time()
             self.refresh()
-            cache: dict[tuple[str, ...], str] = {}  # each distinct message encoded once a tick
+            messages: dict[tuple[str, ...], str] = {}  # each distinct message made once a tick
+            frames: dict[tuple[str, int], bytes] = {}  # and compressed once
             firing: str | None = None  # asked for once a tick, when a new client wants it
             for number, client in enumerate(list(self.clients), 1):
                 if number % FAN_OUT_BATCH == 0:  # let HTTP requests in between batches of writers
@@ -406,8 +476,8 @@ class Bridge:
                     if "system_alerts" in self.wanted(client):
                         firing = await self._firing_message(now) if firing is None else firing
                         if firing:
-                            client.put(firing, now)
-                self.update_for(client, self.wanted(client) & set(PARTS), cache, now)
+                            client.put(firing, now, frames)
+                self.update_for(client, self.wanted(client) & set(PARTS), now, messages, frames)
                 if (
                     client.full_since is not None
                     and now - client.full_since > self.settings.slow_client_timeout
@@ -449,9 +519,10 @@ class Bridge:
                 self.broadcast("system_alerts", alert_message([alert], event.status == "resolved", now), now)
 
     def broadcast(self, name: str, message: str, now: float) -> None:
+        frames: dict[tuple[str, int], bytes] = {}
         for client in list(self.clients):
             if name in self.wanted(client):
-                client.put(message, now)
+                client.put(message, now, frames)
 
     async def firing_alerts(self) -> list[dict[str, Any]]:
         """The alerts firing now: from Alertmanager's API when its URL is set, else as the
@@ -500,13 +571,13 @@ class Bridge:
         ws = web.WebSocketResponse(
             max_msg_size=self.settings.max_message_size, compress=True, heartbeat=None, autoping=True
         )
-        await ws.prepare(request)
+        await ws.prepare(without_server_takeover(request))
         if len(self.clients) >= self.settings.max_clients:
             await ws.close(code=TRY_AGAIN_LATER, message=b"too many clients")
             return ws
-        client = Client(ws, asyncio.Queue(self.settings.queue_size), request.transport)
+        client = Client(ws, asyncio.Queue(self.settings.queue_size), request.transport, int(ws.compress))
         self.clients.add(client)
-        writer = asyncio.create_task(self._write(client))
+        writer = asyncio.create_task(self._write(client, request.writer))
         try:
             await self._read(client)
         finally:
@@ -520,10 +591,15 @@ class Bridge:
         alerts = await self.firing_alerts()
         return alert_message(alerts, False, now) if alerts else ""
 
-    async def _write(self, client: Client) -> None:
-        with contextlib.suppress(ConnectionError, RuntimeError):
+    async def _write(self, client: Client, stream: AbstractStreamWriter) -> None:
+        """Write the client's frames as they are queued, waiting while its socket is full."""
+        with contextlib.suppress(ConnectionError):
             while True:
-                await client.ws.send_str(await client.queue.get())
+                frame = await client.queue.get()
+                if (transport := client.open_transport()) is None:
+                    return
+                transport.write(frame)
+                await stream.drain()
 
     async def _read(self, client: Client) -> None:
         ws = client.ws
@@ -572,7 +648,7 @@ class Bridge:
             client.greeted = True
             if firing := await self._firing_message(now):
                 client.put(firing, now)
-        self.update_for(client, added & set(PARTS), {}, now)
+        self.update_for(client, added & set(PARTS), now)
 
     # --- REST ---
 
