@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 IMAGE=kato-test/busybox:latest
 STACK_PACKAGES=(prometheus prometheus-alertmanager)
-TEST_PACKAGES=(docker.io busybox-static redis-server prometheus-node-exporter iproute2 openssl util-linux influxdb chromium)
+TEST_PACKAGES=(docker.io busybox-static redis-server prometheus-node-exporter iproute2 openssl util-linux influxdb chromium
+  haproxy docker-compose debootstrap)
 
 install_venv() {
   [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"

@@ -17,8 +17,6 @@ API, lets the exporter push to Grafana Live.
 from __future__ import annotations
 
 import argparse
-import base64
-import json
 import os
 import secrets
 import shutil
@@ -30,9 +28,10 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
+
+from kato_exporter.grafana_token import make_token
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -217,33 +216,7 @@ def start_grafana(s: Settings) -> Program:
 def grafana_token(s: Settings, grafana: Program) -> Path:
     """A token of the Viewer service account ``kato-exporter``, made once through Grafana's API."""
     password = (s.state / "secrets" / "grafana_admin_password").read_text().strip()
-    auth = "Basic " + base64.b64encode(f"admin:{password}".encode()).decode()
-
-    def call(method: str, path: str, body: dict[str, object] | None = None) -> Any:
-        request = urllib.request.Request(
-            grafana.url + path,
-            data=json.dumps(body).encode() if body is not None else None,
-            method=method,
-            headers={"Authorization": auth, "Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.load(response)
-
-    def make() -> str:
-        found = call("GET", "/api/serviceaccounts/search?query=kato-exporter")["serviceAccounts"]
-        account = (
-            found[0]
-            if found
-            else call("POST", "/api/serviceaccounts", {"name": "kato-exporter", "role": "Viewer"})
-        )
-        token = call(
-            "POST",
-            f"/api/serviceaccounts/{account['id']}/tokens",
-            {"name": f"kato-exporter-{int(time.time())}"},
-        )
-        return str(token["key"])
-
-    return secret_file(s, "grafana_token", make)
+    return secret_file(s, "grafana_token", lambda: make_token(grafana.url, password))
 
 
 def start(s: Settings) -> list[Program]:

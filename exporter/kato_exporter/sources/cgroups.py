@@ -49,6 +49,13 @@ def resolve(pid: int, procfs: str, sysfs: str) -> Cgroup:
     return Cgroup(1, dirs, cores, limit if limit < _UNLIMITED else None)
 
 
+def belongs(pid: int, container_id: str, procfs: str) -> bool:
+    """Whether process ``pid``, as this host numbers it, is in the cgroup of ``container_id``
+    (every cgroup driver puts the full ID in the path)."""
+    with open(os.path.join(procfs, str(pid), "cgroup")) as f:
+        return container_id in f.read()
+
+
 def _find_dirs(pid: int, procfs: str, sysfs: str) -> tuple[int, dict[str, str]]:
     root = os.path.join(sysfs, "fs", "cgroup")
     with open(os.path.join(procfs, str(pid), "cgroup")) as f:

@@ -184,12 +184,21 @@ class ContainersSource:
         self.mode = mode
 
     def _cgroups_readable(self) -> bool:
-        if not self._url.startswith("unix://"):
-            return False  # a remote daemon's cgroups are not ours to read
+        """Whether the containers' cgroup files are ours to read: Docker runs on this host (its
+        API maybe through a proxy), and a container's process is in that container's cgroup."""
         running = [m for m in self._meta.values() if m.pid]
         if not running:
-            return os.path.isdir(os.path.join(self._sysfs, "fs", "cgroup"))
+            local = self._url.startswith("unix://")
+            return local and os.path.isdir(os.path.join(self._sysfs, "fs", "cgroup"))
         try:
+            if not cgroups.belongs(running[0].pid, running[0].id, self._procfs):
+                log.info(
+                    "process %d here is not in container %s's cgroup: Docker is on another host "
+                    "or in another PID namespace; using Docker's stats API",
+                    running[0].pid,
+                    running[0].name,
+                )
+                return False
             cgroup = cgroups.resolve(running[0].pid, self._procfs, self._sysfs)
             cgroups.read_usage(cgroup, running[0].pid, self._procfs)
         except (OSError, ValueError) as exc:

@@ -69,8 +69,8 @@ class HostSource:
         swap = psutil.swap_memory()
         load = psutil.getloadavg()
         network = {
-            name: (c.bytes_recv, c.bytes_sent)
-            for name, c in psutil.net_io_counters(pernic=True).items()
+            name: counts
+            for name, counts in read_network(self._procfs).items()
             if not self._device_exclude.fullmatch(name)
         }
         ratio = _busy_ratio(self._last_cpu, cpu)
@@ -109,17 +109,34 @@ class HostSource:
 
 def read_mounts(procfs: str) -> list[tuple[str, str]]:
     """(mount point, type) of each mount in ``<procfs>/1/mounts``, else ``self/mounts``."""
+    return [
+        (_unescape(fields[1]), fields[2])
+        for fields in (line.split() for line in _read_of_pid_1(procfs, "mounts"))
+        if len(fields) >= 3
+    ]
+
+
+def read_network(procfs: str) -> dict[str, tuple[int, int]]:
+    """(bytes received, bytes sent) of each interface in ``<procfs>/1/net/dev``, else
+    ``self/net/dev``: the host's network namespace, also from inside a container."""
+    counts = {}
+    for line in _read_of_pid_1(procfs, "net/dev")[2:]:  # two header lines
+        name, _, fields = line.partition(":")
+        numbers = fields.split()
+        if len(numbers) >= 9:
+            counts[name.strip()] = (int(numbers[0]), int(numbers[8]))
+    return counts
+
+
+def _read_of_pid_1(procfs: str, name: str) -> list[str]:
+    """The lines of ``<procfs>/1/<name>``, else of ``<procfs>/self/<name>`` (PID 1's may be
+    closed to us), else none."""
     for pid in ("1", "self"):
         try:
-            with open(os.path.join(procfs, pid, "mounts")) as f:
-                lines = f.read().splitlines()
+            with open(os.path.join(procfs, pid, name)) as f:
+                return f.read().splitlines()
         except OSError:
             continue
-        return [
-            (_unescape(fields[1]), fields[2])
-            for fields in (line.split() for line in lines)
-            if len(fields) >= 3
-        ]
     return []
 
 

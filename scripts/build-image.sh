@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Builds the compose stack's images with no registry; safe to run again (what exists is kept).
+#
+#   kato-local/debian:12           Debian 12 by debootstrap (Python 3.11 and haproxy from Debian's
+#                                  packages), imported with `docker import`
+#   kato-exporter:local            exporter/Dockerfile on that base, from wheels built here
+#   kato-local/prometheus:debian   Debian's prometheus, as prom/prometheus runs it
+#   kato-local/alertmanager:debian Debian's prometheus-alertmanager, as prom/alertmanager runs it
+#   kato-local/haproxy:debian      Debian's haproxy, for docker-api-proxy/haproxy.cfg
+#
+# --rebuild builds the exporter's image again (after a change to exporter/). Grafana has no
+# Debian package, so no Grafana image is built here.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BASE=kato-local/debian:12
+VENV=${VENV:-.venv}
+have() { docker image inspect "$1" >/dev/null 2>&1; }
+
+# The Debian mirror this machine's apt uses (deb822 .sources files, else sources.list).
+mirror() {
+  local uri
+  uri=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
+  [ -n "$uri" ] || uri=$(awk '$1 == "deb" && $0 !~ /security/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
+  [ -n "$uri" ] || { echo "build-image: no Debian mirror found in /etc/apt" >&2; exit 1; }
+  echo "$uri"
+}
+
+build_base() {
+  have "$BASE" && return 0
+  command -v debootstrap >/dev/null || {
+    apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends debootstrap >/dev/null
+  }
+  local root
+  root=$(mktemp -d /var/tmp/kato-rootfs.XXXXXX)
+  trap 'rm -rf "$root"' RETURN
+  echo "build-image: debootstrap of Debian 12 into $root"
+  debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates,haproxy \
+    bookworm "$root" "$(mirror)" >"$root.log" 2>&1 || { tail -n 20 "$root.log" >&2; exit 1; }
+  rm -f "$root.log"
+  chmod 0755 "$root"  # mktemp made it 0700: it becomes the image's /
+  rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* \
+    "$root"/usr/share/doc "$root"/usr/share/man "$root"/usr/share/locale
+  tar -C "$root" -c . | docker import \
+    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    --change 'CMD ["/bin/bash"]' - "$BASE" >/dev/null
+  echo "build-image: imported $BASE"
+}
+
+build_exporter() {
+  have kato-exporter:local && [ "${1:-}" != --rebuild ] && return 0
+  [ -x "$VENV/bin/pip" ] || scripts/setup.sh --venv-only
+  # wheels of what exporter/ needs and builds with, for the base's Python (markers included)
+  local python requirements
+  python=$(docker run --rm "$BASE" python3 -c 'import platform; print(platform.python_version())')
+  requirements=$("$VENV/bin/python" -c 'import tomllib; print("\n".join(
+    tomllib.load(open("exporter/pyproject.toml", "rb"))["project"]["dependencies"]))')
+  rm -rf exporter/wheels
+  # shellcheck disable=SC2086  # one requirement a line, none with spaces
+  "$VENV/bin/python" scripts/wheels.py exporter/wheels "$python" "setuptools>=68" $requirements
+  docker build -q --force-rm -f exporter/Dockerfile --build-arg "BASE=$BASE" --build-arg PIP_NO_INDEX=1 \
+    -t kato-exporter:local . >/dev/null
+  echo "build-image: built kato-exporter:local"
+}
+
+# An image of one of Debian's programs on the base: its files, its user, its entrypoint.
+build_program() {
+  local tag=$1 dockerfile=$2
+  shift 2
+  have "$tag" && return 0
+  local context
+  context=$(mktemp -d)
+  [ $# -eq 0 ] || cp "$@" "$context/"
+  printf '%s\n' "FROM $BASE" "$dockerfile" >"$context/Dockerfile"
+  docker build -q --force-rm -t "$tag" "$context" >/dev/null
+  rm -rf "$context"
+  echo "build-image: built $tag"
+}
+
+scripts/dockerd.sh start
+build_base
+build_exporter "${1:-}"
+for pkg in prometheus prometheus-alertmanager; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || scripts/setup.sh --stack
+done
+build_program kato-local/prometheus:debian "$(cat <<'DOCKERFILE'
+COPY prometheus promtool /bin/
+RUN mkdir -p /prometheus /etc/prometheus && chown 65534:65534 /prometheus
+USER 65534
+WORKDIR /prometheus
+ENTRYPOINT ["/bin/prometheus"]
+CMD ["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus"]
+DOCKERFILE
+)" /usr/bin/prometheus /usr/bin/promtool
+build_program kato-local/alertmanager:debian "$(cat <<'DOCKERFILE'
+COPY prometheus-alertmanager /bin/alertmanager
+COPY amtool /bin/amtool
+COPY default.tmpl email.tmpl /usr/share/prometheus/alertmanager/
+RUN mkdir -p /alertmanager /etc/alertmanager && chown 65534:65534 /alertmanager
+USER 65534
+WORKDIR /alertmanager
+ENTRYPOINT ["/bin/alertmanager"]
+CMD ["--config.file=/etc/alertmanager/alertmanager.yml", "--storage.path=/alertmanager"]
+DOCKERFILE
+)" /usr/bin/prometheus-alertmanager /usr/bin/amtool /usr/share/prometheus/alertmanager/default.tmpl \
+  /usr/share/prometheus/alertmanager/email.tmpl
+build_program kato-local/haproxy:debian "$(cat <<'DOCKERFILE'
+USER 99
+CMD ["haproxy", "-W", "-db", "-f", "/usr/local/etc/haproxy/haproxy.cfg"]
+DOCKERFILE
+)"

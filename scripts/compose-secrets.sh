@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Makes the secret files docker-compose.yml reads, in $SECRETS_DIR (default ./secrets); keeps any
+# that exist. Random: the webhook token and Grafana's admin password. Empty until you write them:
+# the Slack webhook URL and the SMTP password (Alertmanager then fails to send there, and says so).
+# The folder is the owner's only; the files inside are readable by the containers' non-root users.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dir=${SECRETS_DIR:-./secrets}
+install -d -m 0700 "$dir"
+for name in webhook_token grafana_admin_password slack_api_url smtp_password; do
+  [ -e "$dir/$name" ] && continue
+  case $name in
+    webhook_token | grafana_admin_password) head -c 24 /dev/urandom | base64 | tr -d '/+=\n' >"$dir/$name" ;;
+    *) : >"$dir/$name" ;;
+  esac
+  chmod 0644 "$dir/$name"
+  echo "compose-secrets: made $dir/$name"
+done
