@@ -8,8 +8,8 @@
 #   kato-local/alertmanager:debian Debian's prometheus-alertmanager, as prom/alertmanager runs it
 #   kato-local/haproxy:debian      Debian's haproxy, for docker-api-proxy/haproxy.cfg
 #
-# --rebuild builds the exporter's image again (after a change to exporter/). Grafana has no
-# Debian package, so no Grafana image is built here.
+# The exporter's image is built again when a file of exporter/ changes. Grafana has no Debian
+# package, so no Grafana image is built here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,8 +48,17 @@ build_base() {
   echo "build-image: imported $BASE"
 }
 
+# A digest of what goes into the exporter's image: built again when it changes.
+exporter_source() {
+  find exporter -type f -not -path '*/__pycache__/*' -not -path 'exporter/wheels/*' \
+    -not -path '*.egg-info/*' -print0 | sort -z | xargs -0 sha1sum | sha1sum | cut -c1-40
+}
+
 build_exporter() {
-  have kato-exporter:local && [ "${1:-}" != --rebuild ] && return 0
+  local source
+  source=$(exporter_source)
+  [ "$(docker image inspect -f '{{index .Config.Labels "kato.source"}}' kato-exporter:local 2>/dev/null)" = "$source" ] \
+    && return 0
   [ -x "$VENV/bin/pip" ] || scripts/setup.sh --venv-only
   # wheels of what exporter/ needs and builds with, for the base's Python (markers included)
   local python requirements
@@ -60,7 +69,7 @@ build_exporter() {
   # shellcheck disable=SC2086  # one requirement a line, none with spaces
   "$VENV/bin/python" scripts/wheels.py exporter/wheels "$python" "setuptools>=68" $requirements
   docker build -q --force-rm -f exporter/Dockerfile --build-arg "BASE=$BASE" --build-arg PIP_NO_INDEX=1 \
-    -t kato-exporter:local . >/dev/null
+    --label "kato.source=$source" -t kato-exporter:local . >/dev/null
   echo "build-image: built kato-exporter:local"
 }
 
@@ -80,7 +89,7 @@ build_program() {
 
 scripts/dockerd.sh start
 build_base
-build_exporter "${1:-}"
+build_exporter
 for pkg in prometheus prometheus-alertmanager; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || scripts/setup.sh --stack
 done

@@ -5,9 +5,9 @@ from pathlib import Path
 from kato_exporter.sources.host import read_mounts, read_network
 
 NET_DEV = """Inter-|   Receive                                                |  Transmit
- face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
-    lo:  1000      10    0    0    0     0          0         0     1000      10    0    0    0     0       0          0
-  eth0: 123456    100    0    0    0     0          0         0   654321     200    0    0    0     0       0          0
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop ...
+    lo: 1000 10 0 0 0 0 0 0 1000 10 0 0 0 0 0 0
+  eth0: 123456 100 0 0 0 0 0 0 654321 200 0 0 0 0 0 0
 """
 
 

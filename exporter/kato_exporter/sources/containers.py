@@ -80,6 +80,7 @@ class ContainersSource:
         self._cgroups: dict[tuple[str, int], cgroups.Cgroup] = {}  # by (container id, pid)
         self._updated: set[str] = set()
         self.mode = "cgroup" if stats_mode == "auto" else stats_mode
+        self._mode_settled = False  # chosen by a running container's cgroup, not guessed
         self.changed = asyncio.Event()
         # a local daemon that returns is found again within a second
         self._link = Link(
@@ -163,6 +164,8 @@ class ContainersSource:
         meta = await self._inspect(docker, container_id)
         if meta is not None and self._keep(meta):
             self._meta[container_id] = meta
+            if meta.pid and not self._mode_settled:
+                self._choose_mode()
         else:
             self._meta.pop(container_id, None)
 
@@ -178,18 +181,23 @@ class ContainersSource:
     def _choose_mode(self) -> None:
         if self._stats_mode != "auto":
             return
-        mode = "cgroup" if self._cgroups_readable() else "api"
+        readable = self._cgroups_readable()
+        self._mode_settled = readable is not None
+        if readable is None:  # a guess, until a container runs
+            local = self._url.startswith("unix://")
+            readable = local and os.path.isdir(os.path.join(self._sysfs, "fs", "cgroup"))
+        mode = "cgroup" if readable else "api"
         if mode != self.mode:
             log.warning("container stats now from %s", mode)
         self.mode = mode
 
-    def _cgroups_readable(self) -> bool:
+    def _cgroups_readable(self) -> bool | None:
         """Whether the containers' cgroup files are ours to read: Docker runs on this host (its
-        API maybe through a proxy), and a container's process is in that container's cgroup."""
+        API maybe through a proxy), and a container's process is in that container's cgroup.
+        None, with no container running to tell by: chosen again when one runs."""
         running = [m for m in self._meta.values() if m.pid]
         if not running:
-            local = self._url.startswith("unix://")
-            return local and os.path.isdir(os.path.join(self._sysfs, "fs", "cgroup"))
+            return None
         try:
             if not cgroups.belongs(running[0].pid, running[0].id, self._procfs):
                 log.info(
