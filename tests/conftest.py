@@ -82,6 +82,13 @@ def start_container(name: str, command: str, *options: str) -> str:
     return name
 
 
+@pytest.fixture(scope="session")
+def images(dockerd: None) -> None:
+    """The compose stack's images, built with no registry (kept between runs; the exporter's
+    built again when exporter/ changed)."""
+    subprocess.run(["bash", str(ROOT / "scripts" / "build-image.sh")], check=True, cwd=ROOT)
+
+
 @pytest.fixture
 def run_container(dockerd: None) -> Iterator[Callable[..., str]]:
     """Factory: ``run_container("sleep 3600", "--memory", "64m")`` → container name."""

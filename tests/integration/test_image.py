@@ -19,11 +19,6 @@ pytestmark = pytest.mark.integration
 IMAGE = "kato-exporter:local"
 
 
-@pytest.fixture(scope="session")
-def images(dockerd: None) -> None:
-    subprocess.run(["bash", str(ROOT / "scripts" / "build-image.sh")], check=True, cwd=ROOT)
-
-
 @pytest.fixture(scope="module")
 def contained(images: None) -> Iterator[str]:
     """The exporter in its container behind the proxy, on a network of their own; its URL."""
