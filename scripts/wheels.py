@@ -15,6 +15,7 @@ import sys
 import zipfile
 from email.parser import Parser
 from pathlib import Path
+from typing import cast
 
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
@@ -36,7 +37,8 @@ def download(dest: Path, version: str, requirements: list[str]) -> None:
 
 def missing(dest: Path, version: str) -> list[str]:
     """Requirements of the wheels in ``dest`` that hold on ``version`` and have no wheel there."""
-    environment = default_environment() | {
+    environment: dict[str, str] = {
+        **cast(dict[str, str], default_environment()),
         "python_full_version": version,
         "python_version": ".".join(version.split(".")[:2]),
         "extra": "",
