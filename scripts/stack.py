@@ -21,6 +21,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -43,7 +44,13 @@ class Settings:
     exporter_port: int = 9817
     prometheus_port: int = 9090
     alertmanager_port: int = 9093
+    # --ha: a second Alertmanager on this web port; the two gossip on the cluster ports
+    ha_port: int | None = None
+    cluster_ports: tuple[int, int] = (9094, 9096)
     grafana_port: int = 3000
+    host_label: str = field(default_factory=socket.gethostname)  # this host's `host` label
+    targets: Path = ROOT / "prometheus" / "targets"  # the other hosts' exporters, one file each
+    remote_write_url: str | None = os.environ.get("KATO_REMOTE_WRITE_URL")
     grafana: str | None = field(
         default_factory=lambda: shutil.which("grafana") or shutil.which("grafana-server")
     )
@@ -73,21 +80,22 @@ def render(s: Settings) -> tuple[Path, Path]:
     prom = yaml.safe_load((prometheus / "prometheus.yml").read_text())
     if s.evaluation_interval:
         prom["global"]["evaluation_interval"] = s.evaluation_interval
-    prom["alerting"]["alertmanagers"][0]["static_configs"] = [
-        {"targets": [f"localhost:{s.alertmanager_port}"]}
-    ]
+    alertmanagers = [{"targets": [f"localhost:{port}" for port in alertmanager_ports(s)]}]
+    prom["alerting"]["alertmanagers"] = [{"static_configs": alertmanagers}]  # each, no balancer
     for job in prom["scrape_configs"]:
-        if job["job_name"] == "kato-exporter" and s.scrape_interval:
-            job["scrape_interval"] = s.scrape_interval
+        if job["job_name"] == "kato-exporter":
+            job["scrape_interval"] = s.scrape_interval or job["scrape_interval"]
+            local = {"targets": [f"localhost:{s.exporter_port}"], "labels": {"host": s.host_label}}
+            job["static_configs"] = [local]
+            job["file_sd_configs"][0]["files"] = [str(s.targets / "*.yml")]  # the repository's, live
         if job["job_name"] == "prometheus":
             job["static_configs"] = [{"targets": [f"localhost:{s.prometheus_port}"]}]
         if job["job_name"] == "alertmanager":
-            job["static_configs"] = [{"targets": [f"localhost:{s.alertmanager_port}"]}]
+            job.pop("dns_sd_configs", None)
+            job["static_configs"] = alertmanagers
+    if s.remote_write_url:
+        prom["remote_write"] = [{"url": s.remote_write_url}]
     (prometheus / "prometheus.yml").write_text(yaml.safe_dump(prom, sort_keys=False))
-    for stale in (prometheus / "targets").glob("*.yml"):
-        stale.unlink()
-    targets = [{"targets": [f"localhost:{s.exporter_port}"]}]
-    (prometheus / "targets" / "local.yml").write_text(yaml.safe_dump(targets))
 
     am = yaml.safe_load((alertmanager / "alertmanager.yml").read_text())
     overrides = {
@@ -109,6 +117,10 @@ def render(s: Settings) -> tuple[Path, Path]:
     (alertmanager / "alertmanager.yml").write_text(yaml.safe_dump(am, sort_keys=False))
     render_grafana(s, config / "grafana")
     return prometheus / "prometheus.yml", alertmanager / "alertmanager.yml"
+
+
+def alertmanager_ports(s: Settings) -> list[int]:
+    return [s.alertmanager_port, *([s.ha_port] if s.ha_port else [])]
 
 
 def render_grafana(s: Settings, target: Path) -> None:
@@ -248,17 +260,7 @@ def start(s: Settings) -> list[Program]:
                 *s.exporter_args,
             ],
         ),
-        "alertmanager": (
-            s.alertmanager_port,
-            [
-                "prometheus-alertmanager",
-                f"--config.file={alertmanager_config}",
-                f"--storage.path={s.state / 'alertmanager'}",
-                f"--web.listen-address={s.host}:{s.alertmanager_port}",
-                f"--web.external-url=http://localhost:{s.alertmanager_port}",
-                "--cluster.listen-address=",
-            ],  # one Alertmanager: no gossip port
-        ),
+        **alertmanager_commands(s, alertmanager_config),
         "prometheus": (
             s.prometheus_port,
             [
@@ -280,6 +282,37 @@ def start(s: Settings) -> list[Program]:
         stop(programs)
         raise
     return programs
+
+
+def alertmanager_commands(s: Settings, config: Path) -> dict[str, tuple[int, list[str]]]:
+    """One Alertmanager without gossip; with --ha two, each the other's peer."""
+    ports = alertmanager_ports(s)
+    commands = {}
+    for number, port in enumerate(ports):
+        name = "alertmanager" if number == 0 else f"alertmanager-{number + 1}"
+        storage = s.state / name
+        storage.mkdir(parents=True, exist_ok=True)
+        if len(ports) == 1:
+            cluster = ["--cluster.listen-address="]
+        else:
+            own, peer = s.cluster_ports[number], s.cluster_ports[1 - number]
+            cluster = [
+                f"--cluster.listen-address=127.0.0.1:{own}",
+                f"--cluster.advertise-address=127.0.0.1:{own}",
+                f"--cluster.peer=127.0.0.1:{peer}",
+            ]
+        commands[name] = (
+            port,
+            [
+                "prometheus-alertmanager",
+                f"--config.file={config}",
+                f"--storage.path={storage}",
+                f"--web.listen-address={s.host}:{port}",
+                f"--web.external-url=http://localhost:{port}",
+                *cluster,
+            ],
+        )
+    return commands
 
 
 def wait_ready(program: Program, timeout: float = 30.0) -> None:
@@ -312,9 +345,25 @@ def main(argv: list[str] | None = None) -> int:
         default=Path(os.environ.get("KATO_STATE_DIR", ROOT / ".state")),
         help="folder for data, rendered configs and logs (default .state)",
     )
+    parser.add_argument(
+        "--ha",
+        action="store_true",
+        help="two Alertmanagers in a cluster (web 9093 and 9095, gossip 9094 and 9096)",
+    )
+    parser.add_argument(
+        "--remote-write",
+        metavar="URL",
+        default=os.environ.get("KATO_REMOTE_WRITE_URL"),
+        help="Prometheus remote_write to this URL (VictoriaMetrics: http://host:8428/api/v1/write)",
+    )
     parser.add_argument("exporter_args", nargs="*", help="flags for kato-exporter, after --")
     args = parser.parse_args(argv)
-    settings = Settings(state=args.state.resolve(), exporter_args=args.exporter_args)
+    settings = Settings(
+        state=args.state.resolve(),
+        exporter_args=args.exporter_args,
+        ha_port=9095 if args.ha else None,
+        remote_write_url=args.remote_write,
+    )
     try:
         programs = start(settings)
     except RuntimeError as exc:

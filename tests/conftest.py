@@ -104,16 +104,23 @@ def run_container(dockerd: None) -> Iterator[Callable[..., str]]:
 
 
 class Exporter:
-    def __init__(self, args: list[str], prefix: list[str] | None = None, port: int | None = None) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        prefix: list[str] | None = None,
+        port: int | None = None,
+        address: str = "127.0.0.1",
+    ) -> None:
         self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.address = f"{address}:{self.port}"
+        self.url = f"http://{self.address}"
         self.log = Path(f"/tmp/kato-exporter-test-{self.port}.log")
         command = [
             *(prefix or []),
             sys.executable,
             "-m",
             "kato_exporter",
-            f"--web.listen-address=127.0.0.1:{self.port}",
+            f"--web.listen-address={self.address}",
             *args,
         ]
         self.proc = subprocess.Popen(

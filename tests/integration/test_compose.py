@@ -22,7 +22,7 @@ LOCAL_IMAGES = {
     "ALERTMANAGER_IMAGE": "kato-local/alertmanager:debian",
     "DOCKER_API_PROXY_IMAGE": "kato-local/haproxy:debian",
 }
-PUBLISHED = {"grafana", "prometheus", "alertmanager"}
+PUBLISHED = {"grafana", "prometheus", "alertmanager", "alertmanager-2"}
 
 
 def compose(env: dict[str, str], *args: str, files: tuple[str, ...] = ("docker-compose.yml",)) -> str:
@@ -51,7 +51,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     )
     socket_group = str(os.stat("/var/run/docker.sock").st_gid)
     return {"SECRETS_DIR": str(secrets), "DOCKER_GID": socket_group, "PROMETHEUS_PORT": str(free_port()),
-            "ALERTMANAGER_PORT": str(free_port()), "GRAFANA_PORT": str(free_port())}  # fmt: skip
+            "ALERTMANAGER_PORT": str(free_port()), "ALERTMANAGER_2_PORT": str(free_port()),
+            "GRAFANA_PORT": str(free_port())}  # fmt: skip
 
 
 def test_the_files_are_valid_and_least_privileged(env: dict[str, str]) -> None:
@@ -94,15 +95,17 @@ def mount(volume: str | dict[str, Any]) -> tuple[str, tuple[str, bool]]:
 
 @pytest.fixture(scope="module")
 def stack(env: dict[str, str], images: None) -> Iterator[dict[str, str]]:
-    """Everything but Grafana and its token (no Grafana image here), with the local images."""
+    """Everything but Grafana and its token (no Grafana image here), with the local images and
+    the "ha" profile's second Alertmanager."""
     run = {
         **env,
         **LOCAL_IMAGES,
         "GRAFANA_LIVE_URL": "",
         "GRAFANA_LIVE_TOKEN_FILE": "",
         "COMPOSE_PROJECT_NAME": f"katotest{RUN_ID}",
+        "COMPOSE_PROFILES": "ha",
     }
-    services = ("docker-api-proxy", "prometheus", "alertmanager", "kato-exporter")
+    services = ("docker-api-proxy", "prometheus", "alertmanager", "alertmanager-2", "kato-exporter")
     try:
         compose(run, "up", "-d", "--no-deps", "--no-build", *services)
         wait_for(lambda: all(health(run, s) == "healthy" for s in services), 90, what=f"{services} healthy")
@@ -163,4 +166,7 @@ def test_an_alert_reaches_the_exporters_webhook(stack: dict[str, str]) -> None:
     # Alertmanager → the exporter's webhook (with the token of the compose secret) → Prometheus
     notified = 'kato_exporter_alertmanager_notifications_total{status="firing"} > 0'
     wait_for(lambda: query(stack, notified), 60, what="the webhook notified, as Prometheus scraped it")
-    assert query(stack, "prometheus_notifications_alertmanagers_discovered")[0]["value"][1] == "1"
+    # Prometheus sends to both Alertmanagers (dns_sd of their alias), which gossip as one cluster
+    assert query(stack, "prometheus_notifications_alertmanagers_discovered")[0]["value"][1] == "2"
+    for port in (stack["ALERTMANAGER_PORT"], stack["ALERTMANAGER_2_PORT"]):
+        assert len(get(f"http://127.0.0.1:{port}/api/v2/status")["cluster"]["peers"]) == 2

@@ -21,7 +21,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
@@ -64,9 +64,11 @@ class Stack:
     alertmanager: Program
     prometheus: Program
     containers: dict[str, str]  # role -> name
+    victoria_metrics: str  # where Prometheus remote-writes everything
+    store: str = ""  # the query API asked: Prometheus', unless set
 
     def query(self, path: str, **params: str) -> Any:
-        url = f"{self.prometheus.url}/api/v1/{path}?{urllib.parse.urlencode(params)}"
+        url = f"{self.store or self.prometheus.url}/api/v1/{path}?{urllib.parse.urlencode(params)}"
         try:
             with urllib.request.urlopen(url, timeout=10) as response:
                 body = json.load(response)
@@ -118,6 +120,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory, dockerd: None) -> Iterator[S
     redis = Daemon(
         "redis", redis_command(redis_port, tmp), answers_tcp(redis_port), f"redis://127.0.0.1:{redis_port}/0"
     )
+    vm_port = free_port()
+    victoria_metrics = Daemon(
+        "victoria-metrics",
+        [
+            "victoria-metrics",
+            f"-httpListenAddr=127.0.0.1:{vm_port}",
+            f"-storageDataPath={tmp / 'victoria-metrics'}",
+            "-search.latencyOffset=2s",  # 30 s by default: the test looks at the last two minutes
+        ],
+        answers_tcp(vm_port),
+        f"http://127.0.0.1:{vm_port}",
+    )
     try:
         kato = Daemon(
             "kato-double",
@@ -127,6 +141,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, dockerd: None) -> Iterator[S
         )
     except BaseException:
         redis.stop()
+        victoria_metrics.stop()
         raise
     pushes = Inbox()
     churn_stop = threading.Event()
@@ -170,10 +185,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory, dockerd: None) -> Iterator[S
                     f"--grafana.token-file={token}",
                 ],
             )
+            settings.remote_write_url = f"{victoria_metrics.url}/api/v1/write"
             programs = start(settings)
             threading.Thread(target=sessions_churn, args=(kato.url, churn_stop), daemon=True).start()
             redis_cli(redis_port, "SADD", INDEX, "session-gone-1", "session-gone-2")  # stale entries
-            ready = Stack(*programs, containers=names)  # type: ignore[misc]
+            ready = Stack(*programs, containers=names, victoria_metrics=victoria_metrics.url)  # type: ignore[misc]
             wait_until_everything_happened(ready)
             yield ready
         finally:
@@ -182,6 +198,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, dockerd: None) -> Iterator[S
             docker("rm", "-f", *names.values(), check=False)
             kato.stop()
             redis.stop()
+            victoria_metrics.stop()
 
 
 def redis_cli(port: int, *args: str) -> None:
@@ -225,7 +242,15 @@ def variable_values(stack: Stack, board: dict[str, Any]) -> dict[str, list[str]]
     return values
 
 
-def test_every_panel_query_returns_data(stack: Stack):
+@pytest.fixture(params=["prometheus", "victoria-metrics"])
+def store(request: pytest.FixtureRequest, stack: Stack) -> Stack:
+    """The stack, asked through Prometheus' own API or through VictoriaMetrics', which holds
+    what Prometheus remote-wrote."""
+    return stack if request.param == "prometheus" else replace(stack, store=stack.victoria_metrics)
+
+
+def test_every_panel_query_returns_data(store: Stack):
+    stack = store
     values = {name: variable_values(stack, board) for name, board in dashboards().items()}
     assert stack.containers["cpu"] in values["kato-containers.json"]["container"]
     empty, ran = [], 0
@@ -272,3 +297,14 @@ def test_the_containers_dashboard_shows_the_conditions(stack: Stack):
     assert latest("Health")[names["unhealthy"]] == 3  # starting, healthy, unhealthy
     assert 0.3 < latest("CPU")[names["cpu"]] <= 0.55  # cores, pinned at 0.5
     assert latest("Restarts in the time range")[names["restarting"]] >= 1
+
+
+def test_victoria_metrics_holds_what_prometheus_scraped(stack: Stack):
+    """remote_write delivered: the same series and values, recording rules' results included."""
+    at = str(time.time() - 10)  # a moment VictoriaMetrics has had time to store
+    for expr in ("kato_container_memory_limit_bytes", "threshold:kato_host_cpu_usage_ratio:warning"):
+        scraped = stack.query("query", query=expr, time=at)["result"]
+        stored = replace(stack, store=stack.victoria_metrics).query("query", query=expr, time=at)["result"]
+        assert scraped and {(json.dumps(r["metric"], sort_keys=True), r["value"][1]) for r in scraped} == {
+            (json.dumps(r["metric"], sort_keys=True), r["value"][1]) for r in stored
+        }, (scraped, stored)

@@ -10,11 +10,14 @@ publishes one ``AlertNotice`` per alert (the WebSocket bridge relays them as
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 from kato_exporter.model import AlertNotice
+
+log = logging.getLogger(__name__)
 
 
 class BadNotification(ValueError):
@@ -38,6 +41,7 @@ class AlertInbox:
         """Publish the alerts of one notification; returns how many. Raises BadNotification."""
         notices = parse_notification(body)
         self._counts[body["status"]] += 1
+        log.debug("Alertmanager notification %s: %s", body["status"], ", ".join(n.name for n in notices))
         for notice in notices:
             self._emit(notice)
         self.changed.set()
