@@ -226,6 +226,19 @@ def answers_tcp(port: int) -> Callable[[], bool]:
     return check
 
 
+def answers_http(url: str) -> Callable[[], bool]:
+    """Ready when ``url`` answers 200 (Prometheus answers TCP, and 503, before its /-/ready)."""
+
+    def check() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    return check
+
+
 def redis_command(port: int, folder: Path | str, *extra: str) -> list[str]:
     """redis-server on 127.0.0.1:``port``, no persistence: a restart loses every key."""
     return [

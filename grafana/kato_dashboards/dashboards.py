@@ -430,9 +430,9 @@ def host() -> Any:
         .with_panel(
             single(
                 "Mounts not answering",
-                "Filesystems whose statfs did not answer in time (a hung NFS or FUSE mount).",
+                "Filesystems whose statfs did not answer in time (a hung NFS or FUSE mount), per host.",
                 "none",
-                (f"sum(kato_host_filesystem_device_error{{{INSTANCE}}})", "mounts"),
+                (f"sum by (instance, host) (kato_host_filesystem_device_error{{{INSTANCE}}})", "{{instance}}"),
                 width=8,
                 height=8,
             )

@@ -30,6 +30,7 @@ from scripts.stack import Program, start, stop
 from tests.conftest import (
     RUN_LABEL,
     Daemon,
+    answers_http,
     answers_tcp,
     docker,
     free_port,
@@ -129,7 +130,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, dockerd: None) -> Iterator[S
             f"-storageDataPath={tmp / 'victoria-metrics'}",
             "-search.latencyOffset=2s",  # 30 s by default: the test looks at the last two minutes
         ],
-        answers_tcp(vm_port),
+        answers_http(f"http://127.0.0.1:{vm_port}/health"),
         f"http://127.0.0.1:{vm_port}",
     )
     try:

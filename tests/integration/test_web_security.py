@@ -15,7 +15,7 @@ import bcrypt
 import pytest
 import yaml
 
-from tests.conftest import Daemon, answers_tcp, free_port, wait_for
+from tests.conftest import Daemon, answers_http, answers_tcp, free_port, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -129,7 +129,7 @@ def test_prometheus_scrapes_over_tls_with_basic_auth(secured_exporter, tmp_path)
             f"--storage.tsdb.path={tmp_path / 'data'}",
             f"--web.listen-address=127.0.0.1:{port}",
         ],
-        answers_tcp(port),
+        answers_http(f"http://127.0.0.1:{port}/-/ready"),
         f"http://127.0.0.1:{port}",
     )
     try:
