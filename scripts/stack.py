@@ -66,6 +66,7 @@ class Settings:
     group_wait: str | None = None
     group_interval: str | None = None
     resend_delay: str | None = None
+    peer_timeout: str | None = None  # how long the second Alertmanager of --ha waits for the first
 
 
 def render(s: Settings) -> tuple[Path, Path]:
@@ -300,6 +301,7 @@ def alertmanager_commands(s: Settings, config: Path) -> dict[str, tuple[int, lis
                 f"--cluster.listen-address=127.0.0.1:{own}",
                 f"--cluster.advertise-address=127.0.0.1:{own}",
                 f"--cluster.peer=127.0.0.1:{peer}",
+                *([f"--cluster.peer-timeout={s.peer_timeout}"] if s.peer_timeout else []),
             ]
         commands[name] = (
             port,

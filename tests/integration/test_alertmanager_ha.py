@@ -20,7 +20,7 @@ from tests.exposition import scrape
 from tests.standins import Inbox, alerting_settings, slack_standin, smtp_standin
 
 pytestmark = pytest.mark.integration
-PEER_TIMEOUT = 15  # Alertmanager's default --cluster.peer-timeout: the second waits this long
+PEER_TIMEOUT = 3  # --cluster.peer-timeout (15 s by default): how long the second waits for the first
 
 
 class Cluster:
@@ -81,6 +81,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         )
         settings.ha_port = free_port()
         settings.cluster_ports = (free_port(), free_port())
+        settings.peer_timeout = f"{PEER_TIMEOUT}s"
         programs = start(settings)
         try:
             yield Cluster(programs, slack[1], smtp[1])
@@ -93,7 +94,7 @@ def peers(alertmanager: Program) -> int:
         return len(json.load(response)["cluster"]["peers"])
 
 
-def settle(cluster: Cluster, alertname: str, seconds: float = PEER_TIMEOUT + 10) -> dict[str, int]:
+def settle(cluster: Cluster, alertname: str, seconds: float = 3 * PEER_TIMEOUT + 5) -> dict[str, int]:
     """The deliveries once every receiver has one and the peer timeout has passed."""
     wait_for(
         lambda: all(cluster.deliveries(alertname).values()), 60, interval=0.2, what=f"{alertname} delivered"
