@@ -301,11 +301,13 @@ def test_the_containers_dashboard_shows_the_conditions(stack: Stack):
 
 
 def test_victoria_metrics_holds_what_prometheus_scraped(stack: Stack):
-    """remote_write delivered: the same series and values, recording rules' results included."""
+    """remote_write delivered: the same series and values, recording rules' results included,
+    with Prometheus' external labels (site) added as remote_write adds them."""
     at = str(time.time() - 10)  # a moment VictoriaMetrics has had time to store
     for expr in ("kato_container_memory_limit_bytes", "threshold:kato_host_cpu_usage_ratio:warning"):
         scraped = stack.query("query", query=expr, time=at)["result"]
         stored = replace(stack, store=stack.victoria_metrics).query("query", query=expr, time=at)["result"]
-        assert scraped and {(json.dumps(r["metric"], sort_keys=True), r["value"][1]) for r in scraped} == {
+        assert scraped and all(r["metric"].pop("site") == "kato" for r in stored), stored
+        assert {(json.dumps(r["metric"], sort_keys=True), r["value"][1]) for r in scraped} == {
             (json.dumps(r["metric"], sort_keys=True), r["value"][1]) for r in stored
         }, (scraped, stored)
