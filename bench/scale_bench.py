@@ -55,6 +55,14 @@ def query(url: str, expr: str) -> float:
     return float(result[0]["value"][1]) if result else float("nan")
 
 
+def scraping(url: str) -> float:
+    """How many exporters Prometheus scrapes with success; 0 until it answers."""
+    try:
+        return query(url, 'count(up{job="kato-exporter"} == 1)')
+    except OSError:
+        return 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--exporters", type=int, default=10)
@@ -76,7 +84,7 @@ def main() -> None:
              f"--storage.tsdb.path={folder / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
             stdout=(folder / "prometheus.log").open("w"), stderr=subprocess.STDOUT,
         )  # fmt: skip
-        wait_for(lambda: query(url, 'count(up{job="kato-exporter"} == 1)') == args.exporters, 60)
+        wait_for(lambda: scraping(url) == args.exporters, 60, what="every exporter scraped")
         time.sleep(60)  # warm up: the first scrapes create every series
         window = int(args.minutes * 60 - 60)
         cpu = {
