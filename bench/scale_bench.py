@@ -116,9 +116,8 @@ def main() -> None:
             "prometheus_cpu_cores": cpu["prometheus"],
             "exporters_cpu_cores_total": cpu["exporters"],
             "exporter_rss_mb_max": max(rss_bytes(e.proc.pid) for e in exporters) / 1e6,
-            "missed_scrapes": query(
-                url, f'sum(count_over_time((up{{job="kato-exporter"}} == 0)[{window}s:]))'
-            ),
+            "failed_scrapes": query(url, f'sum(count_over_time(up{{job="kato-exporter"}}[{window}s]))')
+            - query(url, f'sum(sum_over_time(up{{job="kato-exporter"}}[{window}s]))'),
         }
     finally:
         if prometheus is not None:
