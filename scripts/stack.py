@@ -4,16 +4,16 @@ repository's configs, all state under one folder; and Grafana with the KATO dash
 
     scripts/run.sh                       # installs what is missing, starts the three, Ctrl-C stops them
     scripts/run.sh --state /var/lib/kato-monitoring -- --kato.url=http://localhost:8000
-    scripts/run.sh --ha --remote-write http://localhost:8428/api/v1/write   # two Alertmanagers, a long-term store
+    scripts/run.sh --ha --remote-write http://localhost:8428/api/v1/write  # 2 Alertmanagers, a store
 
 The configs are rendered into <state>/config from prometheus/ and alertmanager/: ports, the
 exporter's address (with this machine's hostname as its `host`), the other hosts' target files
 (the repository's prometheus/targets/, read live) and the secret files' paths filled in, nothing
 else changed. Secrets stay outside the repository: KATO_SLACK_API_URL_FILE and
 KATO_SMTP_PASSWORD_FILE name the files that hold the Slack webhook URL and the SMTP password;
-KATO_SMTP_SMARTHOST, KATO_SMTP_FROM and KATO_ALERT_EMAIL_TO set where mail goes. Grafana's admin password is made on first start in
-<state>/secrets/grafana_admin_password; a Viewer service account's token, made through Grafana's
-API, lets the exporter push to Grafana Live.
+KATO_SMTP_SMARTHOST, KATO_SMTP_FROM and KATO_ALERT_EMAIL_TO set where mail goes. Grafana's
+admin password is made on first start in <state>/secrets/grafana_admin_password; a Viewer service
+account's token, made through Grafana's API, lets the exporter push to Grafana Live.
 """
 
 from __future__ import annotations

@@ -432,7 +432,10 @@ def host() -> Any:
                 "Mounts not answering",
                 "Filesystems whose statfs did not answer in time (a hung NFS or FUSE mount), per host.",
                 "none",
-                (f"sum by (instance, host) (kato_host_filesystem_device_error{{{INSTANCE}}})", "{{instance}}"),
+                (
+                    f"sum by (instance, host) (kato_host_filesystem_device_error{{{INSTANCE}}})",
+                    "{{instance}}",
+                ),
                 width=8,
                 height=8,
             )
