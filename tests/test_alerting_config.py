@@ -136,5 +136,10 @@ def test_rendered_configs_stay_valid(tmp_path):
     before = token.read_text()
     render(settings)
     assert token.read_text() == before  # kept across restarts
-    targets = yaml.safe_load((prometheus.parent / "targets" / "local.yml").read_text())
-    assert targets == [{"targets": ["localhost:19817"]}]
+    prom = yaml.safe_load(prometheus.read_text())
+    (exporter_job,) = [j for j in prom["scrape_configs"] if j["job_name"] == "kato-exporter"]
+    assert exporter_job["static_configs"] == [
+        {"targets": ["localhost:19817"], "labels": {"host": settings.host_label}}
+    ]
+    assert exporter_job["file_sd_configs"][0]["files"] == [str(settings.targets / "*.yml")]
+    assert prom["alerting"]["alertmanagers"] == [{"static_configs": [{"targets": ["localhost:19093"]}]}]
