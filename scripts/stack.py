@@ -238,7 +238,7 @@ def start(s: Settings) -> list[Program]:
     """Start the programs and wait until each says it is ready."""
     prometheus_config, alertmanager_config = render(s)
     logs = s.state / "logs"
-    for folder in (logs, s.state / "prometheus", s.state / "alertmanager"):
+    for folder in (logs, s.state / "prometheus"):  # each Alertmanager's: alertmanager_commands
         folder.mkdir(parents=True, exist_ok=True)
     programs: list[Program] = []
     live: list[str] = []
@@ -288,7 +288,7 @@ def start(s: Settings) -> list[Program]:
 
 
 def alertmanager_commands(s: Settings, config: Path) -> dict[str, tuple[int, list[str]]]:
-    """One Alertmanager without gossip; with --ha two, each the other's peer."""
+    """One Alertmanager without gossip; with --ha two, each the other's peer. Makes their storage."""
     ports = alertmanager_ports(s)
     commands = {}
     for number, port in enumerate(ports):

@@ -59,6 +59,7 @@ log = logging.getLogger(__name__)
 
 PARTS = ("metrics", "containers", "sessions")  # parts of realtime_update
 NAMES = (*PARTS, "session_events", "system_alerts")
+PART_SET = frozenset(PARTS)
 ERROR_WINDOW = 300.0  # the 5xx ratio of the metrics part is over the last 5 minutes
 TRY_AGAIN_LATER = 1013
 FAN_OUT_BATCH = 50  # clients woken at a time on a tick: a request waits for one batch, not for all
@@ -307,12 +308,11 @@ class Client:
             if self.full_since is None:
                 self.full_since = now
             return False
+        frames = {} if frames is None else frames
         key = (message, self.wbits)
-        frame = None if frames is None else frames.get(key)
-        if frame is None:
-            frame = text_frame(message, self.wbits)
-            if frames is not None:
-                frames[key] = frame
+        if key not in frames:
+            frames[key] = text_frame(message, self.wbits)
+        frame = frames[key]
         self.full_since = None
         transport = self.open_transport()
         if self.queue.empty() and transport is not None and not transport.get_write_buffer_size():
@@ -451,12 +451,11 @@ class Bridge:
         )
         if not due:
             return
-        message = None if messages is None else messages.get(due)
-        if message is None:
+        messages = {} if messages is None else messages
+        if due not in messages:
             data = ",".join(f'"{p}":{self._encoded[p]}' for p in due)
-            message = f'{{"type":"realtime_update","timestamp":"{iso(now)}","data":{{{data}}}}}'
-            if messages is not None:
-                messages[due] = message
+            messages[due] = f'{{"type":"realtime_update","timestamp":"{iso(now)}","data":{{{data}}}}}'
+        message = messages[due]
         if client.put(message, now, frames):
             client.sent.update((p, self._versions[p]) for p in due)
 
@@ -477,7 +476,7 @@ class Bridge:
                         firing = await self._firing_message(now) if firing is None else firing
                         if firing:
                             client.put(firing, now, frames)
-                self.update_for(client, self.wanted(client) & set(PARTS), now, messages, frames)
+                self.update_for(client, self.wanted(client) & PART_SET, now, messages, frames)
                 if (
                     client.full_since is not None
                     and now - client.full_since > self.settings.slow_client_timeout
@@ -648,7 +647,7 @@ class Bridge:
             client.greeted = True
             if firing := await self._firing_message(now):
                 client.put(firing, now)
-        self.update_for(client, added & set(PARTS), now)
+        self.update_for(client, added & PART_SET, now)
 
     # --- REST ---
 
