@@ -22,6 +22,15 @@ class ContainerMeta:
     pid: int  # init process on the host, 0 when not running
     cpu_limit_cores: float | None = None  # as configured (HostConfig)
     memory_limit_bytes: int | None = None
+    exit_code: int = 0  # of the last run (0 while running)
+    restart_policy: str = ""  # no|always|unless-stopped|on-failure ("" = no)
+    network_mode: str = ""  # bridge|host|none|container:<id>|<network name>
+
+    @property
+    def own_network(self) -> bool:
+        """False when the container shares the host's network namespace or another
+        container's: its interfaces' counters are theirs, not its own."""
+        return not (self.network_mode == "host" or self.network_mode.startswith("container:"))
 
 
 @dataclass(frozen=True)
@@ -35,7 +44,7 @@ class ContainerUsage:
     network_transmit_bytes: int
     block_read_bytes: int
     block_write_bytes: int
-    pids: int
+    pids: int | None  # None without the pids controller
     cpu_limit_cores: float | None = None
     memory_limit_bytes: int | None = None
 
@@ -58,12 +67,18 @@ class Filesystem:
     fstype: str
     size_bytes: int
     used_bytes: int
+    avail_bytes: int = 0  # free to unprivileged users (f_bavail): reserved blocks are not
     unresponsive: bool = False  # statfs did not answer in time: sizes unknown
+
+
+# the modes of node_exporter's node_cpu_seconds_total; guest time is already inside user time
+CPU_MODES = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+CPU_IDLE_MODES = ("idle", "iowait")  # a CPU waiting on I/O is free to run anything else
 
 
 @dataclass(frozen=True)
 class HostSample:
-    cpu_usage_ratio: float  # over the last interval, 0..1
+    cpu_seconds: Mapping[tuple[str, str], float]  # (cpu, mode) -> seconds since boot
     cpu_count: int
     load1: float
     load5: float
@@ -75,6 +90,11 @@ class HostSample:
     boot_time_seconds: float
     filesystems: tuple[Filesystem, ...]
     network: Mapping[str, tuple[int, int]]  # device -> (receive, transmit) bytes
+
+    @property
+    def cpu_busy_seconds(self) -> float:
+        """CPU time in every mode but idle and iowait, over all CPUs."""
+        return sum(v for (_, mode), v in self.cpu_seconds.items() if mode not in CPU_IDLE_MODES)
 
     @property
     def memory_usage_ratio(self) -> float:
@@ -103,7 +123,7 @@ class KatoSample:
     """KATO's own view, from GET /health, /metrics and /sessions/count."""
 
     status: str  # healthy|degraded|unhealthy
-    uptime_seconds: float
+    start_time_seconds: float  # the newest start of a KATO worker seen (see KatoSource)
     sessions_reported: int  # SCARD of KATO's session index: never drops on expiry
     processors: int  # per worker: whichever worker answered
     processors_max: int
@@ -127,6 +147,10 @@ class SessionEvent:
     type: str  # created|destroyed|expired
     timestamp: float  # Unix seconds when the exporter saw it
     active: int  # live sessions after the change
+
+
+# the methods counted by name; any other is "OTHER"
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ ACCEPT = {
     "openmetrics": ("application/openmetrics-text;version=1.0.0", generate_openmetrics, parse_openmetrics),
 }
 HOST = HostSample(
-    cpu_usage_ratio=0.25,
+    cpu_seconds={(cpu, mode): 10.0 + n for cpu in "01" for n, mode in enumerate(("user", "idle", "iowait"))},
     cpu_count=2,
     load1=0.5,
     load5=0.25,
@@ -40,7 +40,7 @@ HOST = HostSample(
     swap_total_bytes=0,
     swap_used_bytes=0,
     boot_time_seconds=1.7e9,
-    filesystems=(Filesystem("/", "ext4", 10**12, 10**11),),
+    filesystems=(Filesystem("/", "ext4", 10**12, 10**11, 8 * 10**11),),
     network={"eth0": (1, 2)},
 )
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import re
 import time
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +30,7 @@ from typing import Any
 from prometheus_client import ProcessCollector
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 from prometheus_client.metrics_core import Metric
+from prometheus_client.utils import parse_version
 
 from kato_exporter.hub import Hub, Snapshot
 from kato_exporter.outputs.families import Builder, RowFamilies, exporter_families
@@ -41,6 +43,23 @@ PROMETHEUS_ACCEPT = (
     "text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
 )
 Encoder = Callable[[Any], bytes]  # prometheus_client's: anything with collect() → bytes
+MAX_SCRAPERS = 64  # (address, format) pairs whose periods are learnt
+_OPENMETRICS = re.compile(r"application/openmetrics-text; version=([^;]*)")
+
+
+def canonical_type(accept: str) -> str:
+    """The content type prometheus_client answers ``accept`` with, its version cut to what
+    changes the bytes: OpenMetrics echoes any version asked for, yet writes the same text for
+    every 1.x (and for every 2.x); a version that is not a number reads as none."""
+    try:
+        content_type = choose_encoder(accept)[1]
+    except (TypeError, ValueError):  # prometheus_client compares such a version and fails
+        content_type = choose_encoder("")[1]
+    match = _OPENMETRICS.match(content_type)
+    if match is None:
+        return content_type
+    version = "2.0.0" if parse_version(match[1]) >= (2, 0, 0) else "1.0.0"
+    return f"application/openmetrics-text; version={version}" + content_type[match.end() :]
 
 
 class _Families:
@@ -132,9 +151,12 @@ class Exposition:
         self._scrapers[("", prometheus)] = _Scraper(self._clock())  # until a real one asks
 
     def negotiate(self, accept: str, accept_encoding: str) -> Format:
-        """The format for these request headers, by prometheus_client's own rules."""
-        encoder, content_type = choose_encoder(accept)
+        """The format for these request headers, by prometheus_client's own rules, as one of
+        the few formats it produces (so that no header makes a format of its own)."""
+        content_type = canonical_type(accept)
         if content_type not in self._codecs:
+            encoder, same = choose_encoder(content_type)  # a content type reads as its own Accept
+            assert same == content_type, (same, content_type)
             self._codecs[content_type] = _Codec(encoder)
         return content_type, gzip_accepted(accept_encoding)
 
@@ -166,6 +188,8 @@ class Exposition:
         scraper = self._scrapers.get((address, fmt))
         if scraper is None:
             self._scrapers.pop(("", fmt), None)  # the stand-in for Prometheus, now here itself
+            if len(self._scrapers) >= MAX_SCRAPERS:  # forget the one seen longest ago
+                del self._scrapers[min(self._scrapers, key=lambda key: self._scrapers[key].last)]
             self._scrapers[(address, fmt)] = _Scraper(now)
         else:
             scraper.period, scraper.last = now - scraper.last, now

@@ -5,7 +5,7 @@ Sample of the families, encoded::
     kato_container_state{name="kato",state="running"} 1.0
     kato_container_cpu_usage_seconds_total{name="kato"} 12.5
     kato_container_memory_limit_bytes{name="kato"} 6.7108864e+07
-    kato_host_cpu_usage_ratio 0.12
+    kato_host_cpu_seconds_total{cpu="0",mode="user"} 1520.3
     kato_exporter_source_up{source="containers"} 1.0
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import platform
 import re
+from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,8 +29,10 @@ from prometheus_client.metrics_core import (
 from kato_exporter import __version__
 from kato_exporter.hub import Snapshot
 from kato_exporter.model import (
+    HTTP_METHODS,
     KATO_HEALTH_STATES,
     Container,
+    ContainerMeta,
     ContainersSample,
     ContainerUsage,
     HostSample,
@@ -135,6 +138,8 @@ def container_rows(containers: Sequence[Container], info_labels: Sequence[str]) 
             "image": m.image,
             "compose_project": m.labels.get("com.docker.compose.project", ""),
             "compose_service": m.labels.get("com.docker.compose.service", ""),
+            "restart_policy": m.restart_policy or "no",
+            "network_mode": m.network_mode,
         }
         values.update({label_name(k): m.labels.get(k, "") for k in info_labels})
         info.add_metric([m.name], values)
@@ -154,9 +159,15 @@ def container_rows(containers: Sequence[Container], info_labels: Sequence[str]) 
     name = ["name"]
     yield counter(
         "kato_container_restarts_total",
-        "Restarts by Docker's restart policy.",
+        "Restarts by Docker's restart policy (drops to 0 on `docker start` and on re-creation).",
         name,
         (([m.name], m.restarts) for m in metas),
+    )
+    yield gauge(
+        "kato_container_exit_code",
+        "Exit code of the container's last run, while it is not running.",
+        name,
+        (([m.name], m.exit_code) for m in metas if m.state in ("exited", "dead", "restarting")),
     )
     running = [(c.meta, c.usage) for c in containers if c.usage is not None]
     yield gauge(
@@ -168,76 +179,86 @@ def container_rows(containers: Sequence[Container], info_labels: Sequence[str]) 
     yield from _usage_families(running)
 
 
-_USAGE: tuple[tuple[Family, str, str, Callable[[ContainerUsage], Any]], ...] = (
+_USAGE: tuple[tuple[Family, str, str, Callable[[ContainerMeta, ContainerUsage], Any]], ...] = (
     (
         CounterMetricFamily,
         "kato_container_cpu_usage_seconds_total",
         "CPU time used.",
-        lambda u: u.cpu_seconds,
+        lambda _, u: u.cpu_seconds,
     ),
     (
         GaugeMetricFamily,
         "kato_container_cpu_limit_cores",
         "CPU limit in cores, where one is set.",
-        lambda u: u.cpu_limit_cores,
+        lambda _, u: u.cpu_limit_cores,
     ),
     (
         GaugeMetricFamily,
         "kato_container_memory_usage_bytes",
         "Memory charged, page cache included.",
-        lambda u: u.memory_usage_bytes,
+        lambda _, u: u.memory_usage_bytes,
     ),
     (
         GaugeMetricFamily,
         "kato_container_memory_working_set_bytes",
         "Memory usage minus inactive file pages (what docker stats shows).",
-        lambda u: u.memory_working_set_bytes,
+        lambda _, u: u.memory_working_set_bytes,
     ),
     (
         GaugeMetricFamily,
         "kato_container_memory_limit_bytes",
         "Memory limit, where one is set.",
-        lambda u: u.memory_limit_bytes,
+        lambda _, u: u.memory_limit_bytes,
     ),
     (
         CounterMetricFamily,
         "kato_container_network_receive_bytes_total",
-        "Bytes received on all interfaces but lo.",
-        lambda u: u.network_receive_bytes,
+        "Bytes received on all interfaces but lo (not for containers on another's network).",
+        lambda m, u: u.network_receive_bytes if m.own_network else None,
     ),
     (
         CounterMetricFamily,
         "kato_container_network_transmit_bytes_total",
-        "Bytes sent on all interfaces but lo.",
-        lambda u: u.network_transmit_bytes,
+        "Bytes sent on all interfaces but lo (not for containers on another's network).",
+        lambda m, u: u.network_transmit_bytes if m.own_network else None,
     ),
     (
         CounterMetricFamily,
         "kato_container_block_read_bytes_total",
         "Bytes read from block devices.",
-        lambda u: u.block_read_bytes,
+        lambda _, u: u.block_read_bytes,
     ),
     (
         CounterMetricFamily,
         "kato_container_block_write_bytes_total",
         "Bytes written to block devices.",
-        lambda u: u.block_write_bytes,
+        lambda _, u: u.block_write_bytes,
     ),
-    (GaugeMetricFamily, "kato_container_pids", "Processes and threads in the container.", lambda u: u.pids),
+    (
+        GaugeMetricFamily,
+        "kato_container_pids",
+        "Processes and threads in the container (where the pids controller is on).",
+        lambda _, u: u.pids,
+    ),
 )
 
 
-def _usage_families(running: list[tuple[Any, ContainerUsage]]) -> Iterator[Metric]:
+def _usage_families(running: list[tuple[ContainerMeta, ContainerUsage]]) -> Iterator[Metric]:
     for kind, metric, doc, read in _USAGE:
         yield _family(
-            kind, metric, doc, ["name"], (([m.name], v) for m, u in running if (v := read(u)) is not None)
+            kind, metric, doc, ["name"], (([m.name], v) for m, u in running if (v := read(m, u)) is not None)
         )
 
 
 def host_families(h: HostSample) -> Iterator[Metric]:
-    """kato_host_cpu_usage_ratio 0.12 and friends."""
+    """kato_host_cpu_seconds_total{cpu="0",mode="user"} 1520.3 and friends."""
+    yield counter(
+        "kato_host_cpu_seconds_total",
+        "Seconds the CPUs spent in each mode (as node_cpu_seconds_total).",
+        ["cpu", "mode"],
+        ((list(key), seconds) for key, seconds in h.cpu_seconds.items()),
+    )
     scalars = (
-        ("kato_host_cpu_usage_ratio", "Busy share of all CPUs over the last interval.", h.cpu_usage_ratio),
         ("kato_host_cpus", "Logical CPUs.", h.cpu_count),
         ("kato_host_load1", "Load average over 1 minute.", h.load1),
         ("kato_host_load5", "Load average over 5 minutes.", h.load5),
@@ -263,6 +284,12 @@ def host_families(h: HostSample) -> Iterator[Metric]:
         "Filesystem space in use.",
         fs_labels,
         (([f.mountpoint, f.fstype], f.used_bytes) for f in h.filesystems if not f.unresponsive),
+    )
+    yield gauge(
+        "kato_host_filesystem_avail_bytes",
+        "Filesystem space free to unprivileged users (reserved blocks are not).",
+        fs_labels,
+        (([f.mountpoint, f.fstype], f.avail_bytes) for f in h.filesystems if not f.unresponsive),
     )
     yield gauge(
         "kato_host_filesystem_device_error",
@@ -296,13 +323,21 @@ def kato_families(k: KatoSample | None) -> Iterator[Metric]:
         ["status"],
         one_of(KATO_HEALTH_STATES, k.status),
     )
-    yield scalar("kato_uptime_seconds", "Uptime of the KATO worker that answered /health.", k.uptime_seconds)
+    yield scalar(
+        "kato_start_time_seconds",
+        "Unix time the newest KATO worker started (workers of one start read as one).",
+        k.start_time_seconds,
+    )
     yield scalar(
         "kato_sessions_reported",
         "KATO's own session count (its index: expired sessions stay in).",
         k.sessions_reported,
     )
-    yield scalar("kato_processors", "Cached processors in the KATO worker that answered.", k.processors)
+    yield scalar(
+        "kato_processors",
+        "Cached processors in the KATO worker that answered this poll (KATO says not which).",
+        k.processors,
+    )
     yield scalar("kato_processors_max", "Processor cache size of a KATO worker.", k.processors_max)
 
 
@@ -335,15 +370,32 @@ def session_families(s: SessionsSample | None) -> Iterator[Metric]:
     )
 
 
+CODE_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+
+
 def request_families(r: RequestCounts | None) -> Iterator[Metric]:
-    """kato_http_requests_total{method="GET",code="200"} 1520.0"""
+    """kato_http_requests_total{method="GET",code="200"} 1520.0 and
+    kato_http_responses_total{method="GET",code_class="2xx"} 1520.0.
+
+    The classes' series are there from the start at 0, for every method, so that rate() sees
+    the first 5xx of each (a series that appears at 1 has no increase to show); the exact
+    codes come as they are seen."""
     if r is None:
         return
     yield counter(
         "kato_http_requests_total",
-        "Requests in the KATO containers' access logs.",
+        "Requests in the KATO containers' access logs, by exact status code.",
         ["method", "code"],
         ((list(key), n) for key, n in sorted(r.by_method_code.items())),
+    )
+    classes = Counter({(m, c): 0 for m in (*sorted(HTTP_METHODS), "OTHER") for c in CODE_CLASSES})
+    for (method, code), n in r.by_method_code.items():
+        classes[method, f"{code[:1]}xx"] += n
+    yield counter(
+        "kato_http_responses_total",
+        "Requests in the KATO containers' access logs, by status class (what the rules use).",
+        ["method", "code_class"],
+        ((list(key), n) for key, n in classes.items()),
     )
 
 

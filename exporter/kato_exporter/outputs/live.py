@@ -120,15 +120,22 @@ def container_lines(sample: ContainersSample, seconds: float, rates: Rates) -> l
             seconds,
             {
                 "cpu_cores": u.cpu_seconds,
-                "network_receive_bytes_per_second": u.network_receive_bytes,
-                "network_transmit_bytes_per_second": u.network_transmit_bytes,
+                **(
+                    {
+                        "network_receive_bytes_per_second": u.network_receive_bytes,
+                        "network_transmit_bytes_per_second": u.network_transmit_bytes,
+                    }
+                    if c.meta.own_network
+                    else {}
+                ),
                 "block_read_bytes_per_second": u.block_read_bytes,
                 "block_write_bytes_per_second": u.block_write_bytes,
             },
         )
         fields["memory_working_set_bytes"] = u.memory_working_set_bytes
         fields["memory_usage_bytes"] = u.memory_usage_bytes
-        fields["pids"] = u.pids
+        if u.pids is not None:
+            fields["pids"] = u.pids
         if u.cpu_limit_cores is not None:
             fields["cpu_limit_cores"] = float(u.cpu_limit_cores)
         if u.memory_limit_bytes is not None:
@@ -140,8 +147,11 @@ def container_lines(sample: ContainersSample, seconds: float, rates: Rates) -> l
 
 
 def host_lines(h: HostSample, seconds: float, rates: Rates) -> list[str]:
-    fields: dict[str, float | int | str] = {
-        "cpu_usage_ratio": h.cpu_usage_ratio,
+    fields: dict[str, float | int | str] = {}
+    busy = rates(("host", "cpu_busy_seconds"), h.cpu_busy_seconds, seconds)
+    if busy is not None:  # from the counters /metrics exposes, as the recording rule does
+        fields["cpu_usage_ratio"] = float(f"{min(1.0, busy / h.cpu_count):.6g}")
+    fields |= {
         "cpus": h.cpu_count,
         "load1": h.load1,
         "memory_usage_ratio": h.memory_usage_ratio,

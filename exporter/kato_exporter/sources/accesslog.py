@@ -27,14 +27,13 @@ from collections.abc import AsyncIterator, Callable
 import aiodocker
 import aiohttp
 
-from kato_exporter.model import RequestCounts
+from kato_exporter.model import HTTP_METHODS, RequestCounts
 from kato_exporter.supervision import Backoff, Link, SourceError
 
 log = logging.getLogger(__name__)
 
 # INFO:     172.17.0.1:40524 - "GET /sessions/count HTTP/1.1" 200 OK
 ACCESS_LINE = re.compile(r'"(?P<method>[A-Z]+) \S+ HTTP/[0-9.]+" (?P<code>[1-5][0-9]{2})(?: |$)')
-METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 def parse_access_line(line: str) -> tuple[str, str] | None:
@@ -42,7 +41,7 @@ def parse_access_line(line: str) -> tuple[str, str] | None:
     match = ACCESS_LINE.search(line)
     if match is None:
         return None
-    method = match["method"] if match["method"] in METHODS else "OTHER"
+    method = match["method"] if match["method"] in HTTP_METHODS else "OTHER"
     return method, match["code"]
 
 

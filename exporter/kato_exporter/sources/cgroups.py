@@ -100,7 +100,7 @@ def _read_v1(cgroup: Cgroup, rx: int, tx: int) -> ContainerUsage:
         network_transmit_bytes=tx,
         block_read_bytes=read,
         block_write_bytes=write,
-        pids=_int(d["pids"], "pids.current") if "pids" in d else 0,
+        pids=_int(d["pids"], "pids.current") if "pids" in d else None,
         cpu_limit_cores=cgroup.cpu_limit_cores,
         memory_limit_bytes=cgroup.memory_limit_bytes,
     )
@@ -126,7 +126,7 @@ def _read_v2(cgroup: Cgroup, rx: int, tx: int) -> ContainerUsage:
         network_transmit_bytes=tx,
         block_read_bytes=read,
         block_write_bytes=write,
-        pids=_int(cg, "pids.current"),
+        pids=_optional_int(cg, "pids.current"),
         cpu_limit_cores=cgroup.cpu_limit_cores,
         memory_limit_bytes=cgroup.memory_limit_bytes,
     )
@@ -181,6 +181,12 @@ def _text(directory: str, name: str, missing: str | None = None) -> str:
 
 def _int(directory: str, name: str) -> int:
     return int(_text(directory, name))
+
+
+def _optional_int(directory: str, name: str) -> int | None:
+    """None where the file is missing (a controller not enabled for this cgroup)."""
+    text = _text(directory, name, missing="")
+    return int(text) if text else None
 
 
 def _stat_value(text: str, key: str) -> int:

@@ -275,6 +275,9 @@ def meta_from_inspect(info: dict[str, Any]) -> ContainerMeta:
         pid=state.get("Pid") or 0,
         cpu_limit_cores=cores,
         memory_limit_bytes=host.get("Memory") or None,
+        exit_code=state.get("ExitCode") or 0,
+        restart_policy=(host.get("RestartPolicy") or {}).get("Name") or "",
+        network_mode=host.get("NetworkMode") or "",
     )
 
 
@@ -294,7 +297,7 @@ def usage_from_stats(stats: dict[str, Any]) -> ContainerUsage:
         network_transmit_bytes=sum(n.get("tx_bytes", 0) for n in networks),
         block_read_bytes=sum(e["value"] for e in blkio if e.get("op", "").lower() == "read"),
         block_write_bytes=sum(e["value"] for e in blkio if e.get("op", "").lower() == "write"),
-        pids=(stats.get("pids_stats") or {}).get("current", 0),
+        pids=(stats.get("pids_stats") or {}).get("current"),
     )
 
 

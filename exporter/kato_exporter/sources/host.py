@@ -3,10 +3,11 @@ so the exporter can run in a container with the host mounted.
 
 Yields::
 
-    HostSample(cpu_usage_ratio=0.12, cpu_count=2, load1=0.3, load5=0.2, load15=0.1,
+    HostSample(cpu_seconds={("0", "user"): 1520.3, ("0", "idle"): 86010.2, ...}, cpu_count=2,
+               load1=0.3, load5=0.2, load15=0.1,
                memory_total_bytes=25165824000, memory_available_bytes=24000000000,
                swap_total_bytes=0, swap_used_bytes=0, boot_time_seconds=1795700000.0,
-               filesystems=(Filesystem("/", "ext4", 270582939648, 23622320128),),
+               filesystems=(Filesystem("/", "ext4", 270582939648, 23622320128, 233138925568),),
                network={"eth0": (123456, 654321)})
 """
 
@@ -25,7 +26,7 @@ from dataclasses import replace
 import psutil
 
 from kato_exporter.config import DEFAULT_DEVICE_EXCLUDE, DEFAULT_FS_TYPES_EXCLUDE, DEFAULT_MOUNT_EXCLUDE
-from kato_exporter.model import Filesystem, HostSample
+from kato_exporter.model import CPU_MODES, Filesystem, HostSample
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,6 @@ class HostSource:
         self._device_exclude = device_exclude
         self._sizes = MountSizes(mount_timeout)
         psutil.PROCFS_PATH = procfs  # psutil reads this module-wide setting
-        self._last_cpu = psutil.cpu_times()
 
     async def collect(self) -> HostSample:
         sample = await asyncio.to_thread(self._sample)
@@ -64,7 +64,12 @@ class HostSource:
 
     def _sample(self) -> HostSample:
         """Everything but the filesystems' sizes, which ``MountSizes`` measures."""
-        cpu = psutil.cpu_times()
+        cpu = {
+            (str(n), mode): getattr(times, mode)
+            for n, times in enumerate(psutil.cpu_times(percpu=True))
+            for mode in CPU_MODES
+            if hasattr(times, mode)
+        }
         memory = psutil.virtual_memory()
         swap = psutil.swap_memory()
         load = psutil.getloadavg()
@@ -73,11 +78,9 @@ class HostSource:
             for name, counts in read_network(self._procfs).items()
             if not self._device_exclude.fullmatch(name)
         }
-        ratio = _busy_ratio(self._last_cpu, cpu)
-        self._last_cpu = cpu
         return HostSample(
-            cpu_usage_ratio=ratio,
-            cpu_count=psutil.cpu_count() or 1,
+            cpu_seconds=cpu,
+            cpu_count=len({n for n, _ in cpu}) or 1,
             load1=load[0],
             load5=load[1],
             load15=load[2],
@@ -182,8 +185,8 @@ class MountSizes:
                 result.append(replace(fs, unresponsive=True))
             elif call.exception() is None:  # else unmounted meanwhile, or not visible from here
                 st: os.statvfs_result = call.result()  # type: ignore[assignment]
-                size = st.f_blocks * st.f_frsize
-                result.append(replace(fs, size_bytes=size, used_bytes=size - st.f_bfree * st.f_frsize))
+                size, free, avail = (n * st.f_frsize for n in (st.f_blocks, st.f_bfree, st.f_bavail))
+                result.append(replace(fs, size_bytes=size, used_bytes=size - free, avail_bytes=avail))
         return tuple(result)
 
     def close(self) -> None:
@@ -222,15 +225,3 @@ class DaemonPool:
                     future.set_result(function())
                 except BaseException as exc:
                     future.set_exception(exc)
-
-
-def _busy_ratio(before: psutil._common.scputimes, after: psutil._common.scputimes) -> float:
-    """Share of CPU time not idle between two samples, over all cores."""
-    idle_fields = ("idle", "iowait")
-    deltas = {f: getattr(after, f) - getattr(before, f) for f in after._fields}
-    # guest time is already inside user time on Linux
-    total = sum(v for f, v in deltas.items() if f not in ("guest", "guest_nice"))
-    if total <= 0:
-        return 0.0
-    idle = sum(deltas.get(f, 0.0) for f in idle_fields)
-    return float(min(1.0, max(0.0, 1 - idle / total)))

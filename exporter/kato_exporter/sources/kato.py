@@ -2,11 +2,15 @@
 
 Yields, every poll::
 
-    KatoSample(status="healthy", uptime_seconds=191851.9, sessions_reported=3,
+    KatoSample(status="healthy", start_time_seconds=1795524548.0, sessions_reported=3,
                processors=2, processors_max=100)
 
 ``/health`` answers 200 even when unhealthy, so its ``status`` field is what counts.
 ``/sessions/count`` is KATO's index size, which never drops when sessions expire.
+Each answer comes from one of KATO's workers, which say nothing of who they are: the start
+time is the newest that any worker reported (now − its uptime), moved only by a start more
+than ``SAME_START`` seconds later, so that the workers of one start read as one time and a
+restart, of KATO or of one worker, moves it forward once.
 """
 
 from __future__ import annotations
@@ -72,13 +76,18 @@ class KatoApi:
             await self._session.close()
 
 
+SAME_START = 10.0  # seconds: KATO's workers start within this of each other
+
+
 class KatoSource:
     name = "kato"
 
-    def __init__(self, api: KatoApi, interval: float = 5.0) -> None:
+    def __init__(self, api: KatoApi, interval: float = 5.0, wall: Callable[[], float] = time.time) -> None:
         self.interval = interval
         self.timeout = interval * 2
         self._api = api
+        self._wall = wall
+        self._start = -math.inf
 
     async def close(self) -> None:
         await self._api.close()
@@ -91,9 +100,12 @@ class KatoSource:
         status = field(health, "/health", "status", str)
         if status not in KATO_HEALTH_STATES:
             raise SourceError(f"GET /health: unknown status {status!r}")
+        started = self._wall() - field(health, "/health", "uptime_seconds", (int, float))
+        if started > self._start + SAME_START:
+            self._start = started
         return KatoSample(
             status=status,
-            uptime_seconds=field(health, "/health", "uptime_seconds", (int, float)),
+            start_time_seconds=round(self._start, 1),
             sessions_reported=field(count, "/sessions/count", "active_session_count", int),
             processors=field(manager, "/metrics", "total_processors", int),
             processors_max=field(manager, "/metrics", "max_processors", int),
