@@ -81,9 +81,9 @@ def error_ratio_graph(width: int = 12) -> Any:
 def host_cpu_graph(title: str) -> Any:
     return graph(
         title,
-        "Busy share of all CPUs, against the alert thresholds.",
+        "Busy share of all CPUs over each minute (I/O wait counts as idle), against the alert thresholds.",
         "percentunit",
-        (f"kato_host_cpu_usage_ratio{{{INSTANCE}}}", "{{instance}}"),
+        (f"kato:host_cpu_usage:ratio_rate1m{{{INSTANCE}}}", "{{instance}}"),
         lines="kato_host_cpu_usage_ratio",
     )
 
@@ -170,7 +170,7 @@ def overview() -> Any:
                 "Top containers by CPU",
                 "CPU used as a share of the container's limit (of the host's cores without one).",
                 "percentunit",
-                (f"topk(10, kato:container_cpu_usage:ratio_irate{{{INSTANCE}}})", "{{name}}"),
+                (f"topk(10, kato:container_cpu_usage:ratio_rate1m{{{INSTANCE}}})", "{{name}}"),
             )
         )
         .with_panel(
@@ -216,7 +216,7 @@ def containers() -> Any:
                 "CPU share of limit",
                 "CPU used as a share of the container's limit (of the host's cores without one).",
                 "percentunit",
-                (f"kato:container_cpu_usage:ratio_irate{{{c}}}", "{{name}}"),
+                (f"kato:container_cpu_usage:ratio_rate1m{{{c}}}", "{{name}}"),
                 lines="kato_container_cpu_usage_ratio",
             )
         )
@@ -285,13 +285,10 @@ def containers() -> Any:
         .with_panel(
             graph(
                 "Restarts in the time range",
-                "Times Docker restarted the container within the dashboard's time range.",
+                "Times Docker restarted the container within the dashboard's time range, counted across"
+                " the drops of Docker's count (`docker start`, a re-created container).",
                 "none",
-                (
-                    f"kato_container_restarts_total{{{c}}}"
-                    f" - min_over_time(kato_container_restarts_total{{{c}}}{RANGE})",
-                    "{{name}}",
-                ),
+                (f"round(increase(kato_container_restarts_total{{{c}}}{RANGE}))", "{{name}}"),
                 width=8,
             )
         )
@@ -343,7 +340,8 @@ def sessions() -> Any:
         .with_panel(
             graph(
                 "KATO processors",
-                "Processors cached by the KATO worker that answered, and the cache's size.",
+                "Processors cached by the KATO worker that answered each poll (KATO says not which),"
+                " and the cache's size.",
                 "none",
                 (f"kato_processors{{{INSTANCE}}}", "cached {{instance}}"),
                 (f"kato_processors_max{{{INSTANCE}}}", "max {{instance}}"),
@@ -353,9 +351,9 @@ def sessions() -> Any:
         .with_panel(
             single(
                 "KATO uptime",
-                "Uptime of the KATO worker that answered /health.",
+                "Since the newest KATO worker started (a restart of KATO, or of one worker).",
                 "s",
-                (f"kato_uptime_seconds{{{INSTANCE}}}", "{{instance}}"),
+                (f"time() - kato_start_time_seconds{{{INSTANCE}}}", "{{instance}}"),
                 width=8,
                 height=8,
             )
@@ -417,10 +415,10 @@ def host() -> Any:
         .with_panel(
             graph(
                 "Filesystems used",
-                "Share of each filesystem in use.",
+                "Share of each filesystem that is not free to KATO: its reserved blocks count as used.",
                 "percentunit",
                 (
-                    f"kato_host_filesystem_used_bytes{{{INSTANCE}}}"
+                    f"1 - kato_host_filesystem_avail_bytes{{{INSTANCE}}}"
                     f" / kato_host_filesystem_size_bytes{{{INSTANCE}}}",
                     "{{mountpoint}}",
                 ),

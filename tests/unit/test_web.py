@@ -18,7 +18,7 @@ from kato_exporter.model import (
     ContainerUsage,
     SourceHealth,
 )
-from kato_exporter.outputs.exposition import PROMETHEUS_ACCEPT
+from kato_exporter.outputs.exposition import MAX_SCRAPERS, PROMETHEUS_ACCEPT
 from kato_exporter.outputs.exposition import Exposition as Renderer
 from kato_exporter.outputs.families import default_builders
 from kato_exporter.outputs.web import make_app
@@ -212,6 +212,34 @@ async def test_concurrent_scrapes_of_a_new_snapshot_render_once():
     bodies = await asyncio.gather(*(renderer.get(fmt) for _ in range(10)))
     assert renderer.renders == 1
     assert len(set(bodies)) == 1
+    renderer.close()
+
+
+async def test_distinct_accept_headers_make_no_formats_of_their_own(aiohttp_client):
+    """1,000 scrapes, each with an Accept header of its own (OpenMetrics 1.0.N, as any client
+    may send): they are the one format prometheus_client writes for all of them, so a new
+    snapshot is rendered in as many formats after them as before."""
+    hub = Hub()
+    renderer = Renderer(hub, default_builders())
+    c = await aiohttp_client(make_app(hub, renderer, frozenset({"containers"})))
+    await hub.update("containers", SAMPLE, SourceHealth(up=True))
+    before = renderer._due()
+    assert before == {renderer.negotiate(PROMETHEUS_ACCEPT, "gzip")}
+    for n in range(1000):
+        response = await c.get(
+            "/metrics", headers={"Accept": f"application/openmetrics-text;version=1.0.{n}"}
+        )
+        assert response.headers["Content-Type"].startswith("application/openmetrics-text; version=1.0.0;")
+    assert renderer._due() == before
+    assert len(renderer._codecs) == 1
+    # a version that is no number is answered as one without a version, not with an error
+    response = await c.get("/metrics", headers={"Accept": "application/openmetrics-text;version=x"})
+    assert response.status == 200 and response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    # and however many scrapers there are, the table of their periods stays small
+    fmt = renderer.negotiate("", "")
+    for n in range(1000):
+        await renderer.get(fmt, f"10.0.{n // 256}.{n % 256}")
+    assert len(renderer._scrapers) == MAX_SCRAPERS
     renderer.close()
 
 

@@ -1,0 +1,142 @@
+"""Host CPU through a real Prometheus, beside node_exporter, under a load that beats with the scrape.
+
+Both CPUs are busy 1.2 s of every 5 s, each burst ending just before Prometheus scrapes the
+exporter: a busy share sampled over the second before each scrape read about 1.0 here, while
+the host was a quarter busy. From counters, Prometheus computes what node_exporter's say.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, Daemon, answers_http, free_port, wait_for
+
+pytestmark = pytest.mark.integration
+
+PERIOD, BURST = 5.0, 1.2
+LOAD = textwrap.dedent(
+    """
+    import sys, time
+    phase, period, burst, until = map(float, sys.argv[1:])
+    while True:
+        end = phase + period * (int((time.time() - phase) / period) + 1) - 0.1  # before a scrape
+        if end > until:
+            break
+        time.sleep(max(0.0, end - burst - time.time()))
+        while time.time() < end:
+            pass
+    """
+)
+# the busy share of all CPUs over 2 minutes, as the recording rule computes it over one
+OURS = (
+    'sum without (cpu, mode) (rate(kato_host_cpu_seconds_total{mode!~"idle|iowait"}[2m]))'
+    ' / count without (cpu, mode) (kato_host_cpu_seconds_total{mode="idle"})'
+)
+NODE = OURS.replace("kato_host_cpu_seconds_total", "node_cpu_seconds_total")
+
+
+@pytest.fixture
+def prometheus(tmp_path: Path, start_exporter) -> Iterator[Daemon]:
+    """Prometheus with the repository's rules, scraping an exporter and node_exporter every 5 s."""
+    exporter = start_exporter("--no-collector.containers")
+    node_port = free_port()
+    node = Daemon(
+        f"node-exporter-{node_port}",
+        [
+            "prometheus-node-exporter",
+            f"--web.listen-address=127.0.0.1:{node_port}",
+            "--collector.disable-defaults",
+            "--collector.cpu",
+        ],
+        answers_http(f"http://127.0.0.1:{node_port}/metrics"),
+        f"http://127.0.0.1:{node_port}",
+    )
+    config = {
+        "global": {"scrape_interval": "5s", "evaluation_interval": "15s"},
+        "rule_files": [str(ROOT / "prometheus" / "rules" / "*.yml")],
+        "scrape_configs": [
+            {"job_name": "kato-exporter", "static_configs": [{"targets": [exporter.address]}]},
+            {"job_name": "node", "static_configs": [{"targets": [f"127.0.0.1:{node_port}"]}]},
+        ],
+    }
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    server = Daemon(
+        f"prometheus-{port}",
+        [
+            "prometheus",
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        answers_http(f"http://127.0.0.1:{port}/-/ready"),
+        f"http://127.0.0.1:{port}",
+    )
+    yield server
+    server.stop()
+    node.stop()
+
+
+def api(prometheus: Daemon, path: str, **params: Any) -> Any:
+    url = f"{prometheus.url}/api/v1/{path}?{urllib.parse.urlencode(params)}"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.load(response)["data"]
+
+
+def last_scrape(prometheus: Daemon, job: str) -> float | None:
+    for target in api(prometheus, "targets")["activeTargets"]:
+        if target["labels"]["job"] == job and target["health"] == "up":
+            stamp = target["lastScrape"]  # RFC 3339 with nanoseconds
+            main, _, rest = stamp.partition(".")
+            fraction, zone = rest[:6], rest.lstrip("0123456789")
+            return datetime.fromisoformat(f"{main}.{fraction}{zone.replace('Z', '+00:00')}").timestamp()
+    return None
+
+
+def value(prometheus: Daemon, expr: str, at: float) -> float:
+    [result] = api(prometheus, "query", query=expr, time=at)["result"]
+    return float(result["value"][1])
+
+
+def test_busy_share_agrees_with_node_exporter_and_the_alert_stays_quiet(prometheus):
+    phase = wait_for(lambda: last_scrape(prometheus, "kato-exporter"), 30, 0.5, what="the exporter scraped")
+    began = time.time()
+    until = began + 135
+    loaders = [
+        subprocess.Popen([sys.executable, "-c", LOAD, str(phase), str(PERIOD), str(BURST), str(until)])
+        for _ in range(2)
+    ]
+    try:
+        for loader in loaders:
+            loader.wait(until - time.time() + 10)
+    finally:
+        for loader in loaders:
+            loader.kill()
+    at = until - 1
+    ours, node = value(prometheus, OURS, at), value(prometheus, NODE, at)
+    print(f"busy share over 2 minutes: ours {ours:.3f}, node_exporter {node:.3f}")
+    assert 0.15 < node < 0.6, "the load ran as planned: about a quarter of both CPUs"
+    assert abs(ours - node) <= 0.05
+    # the recording rule at each evaluation whose minute lies in the load (it lags by up to an
+    # evaluation interval), against node's figure over a minute
+    rule = api(
+        prometheus, "query_range", query="kato:host_cpu_usage:ratio_rate1m", start=began + 75, end=at, step=15
+    )
+    [series] = rule["result"]
+    for stamp, ratio in series["values"]:
+        assert abs(float(ratio) - value(prometheus, NODE.replace("[2m]", "[1m]"), stamp)) <= 0.05, stamp
+    # neither KatoHostCpuHigh fired, nor was one ever pending
+    assert api(prometheus, "query", query='ALERTS{alertname="KatoHostCpuHigh"}[3m]', time=at)["result"] == []
