@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from collections.abc import Callable
 
 import pytest
 
-from tests.conftest import Exporter, docker, wait_for
+from tests.conftest import IMAGE, RUN_ID, RUN_LABEL, Exporter, docker, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -37,6 +38,10 @@ def cpu_rate(exporter: Exporter, name: str, seconds: float) -> float:
     time.sleep(seconds)
     cpu1, t1 = sample()
     return (cpu1 - cpu0) / (t1 - t0)
+
+
+def exited(exporter: Exporter, name: str) -> bool:
+    return exporter.scrape().value("kato_container_state", name=name, state="exited") == 1
 
 
 def test_busy_container_uses_one_core_and_idle_one_none(container_exporter, run_container):
@@ -209,3 +214,52 @@ def test_api_mode_reads_the_stats_api(start_exporter, run_container):
     assert e.value("kato_exporter_container_stats_mode", mode="cgroup") == 0
     assert e.value("kato_container_memory_limit_bytes", name=name) == 32 * MiB
     assert e.value("kato_container_memory_usage_bytes", name=name) > 0
+
+
+def test_what_tells_a_crash_from_a_finished_job_and_shared_networks(container_exporter, run_container):
+    """The exit code and restart policy (KatoContainerNotRunning's inputs), the network series
+    only for containers with a network of their own, and pids only where it is counted."""
+    job = run_container("exit 0")
+    crashed = run_container("exit 3")
+    service = run_container("sleep 3600", "--restart", "unless-stopped")
+    own = f"kato-test-{RUN_ID}-own-net"
+    docker("run", "-d", "--name", own, "--label", RUN_LABEL, IMAGE, "sleep", "3600")  # the default bridge
+    names = [own]
+    try:
+        for mode in ("host", f"container:{own}"):
+            names.append(f"kato-test-{RUN_ID}-{mode.partition(':')[0]}-net")
+            docker(
+                "run",
+                "-d",
+                "--name",
+                names[-1],
+                "--label",
+                RUN_LABEL,
+                "--network",
+                mode,
+                IMAGE,
+                "sleep",
+                "3600",
+            )
+        for name in names:
+            wait_for(appears(container_exporter, name, "kato_container_memory_usage_bytes"), 10, what=name)
+        for name in (job, crashed):
+            wait_for(lambda name=name: exited(container_exporter, name), 10, what=f"{name} exited")
+        e = container_exporter.scrape()
+        assert e.value("kato_container_exit_code", name=job) == 0
+        assert e.value("kato_container_exit_code", name=crashed) == 3
+        assert e.value("kato_container_exit_code", name=service) is None  # running
+        policies = {labels["name"]: labels["restart_policy"] for labels, _ in e.all("kato_container_info")}
+        assert (policies[job], policies[service]) == ("no", "unless-stopped")
+        networks = {labels["name"]: labels["network_mode"] for labels, _ in e.all("kato_container_info")}
+        assert networks[names[1]] == "host" and networks[names[2]].startswith("container:")
+        receive = "kato_container_network_receive_bytes_total"
+        assert e.value(receive, name=own) is not None
+        assert e.value(receive, name=names[1]) is None and e.value(receive, name=names[2]) is None
+        assert e.value("kato_container_cpu_usage_seconds_total", name=names[1]) is not None
+        pids_counted = any(
+            os.path.exists(p) for p in ("/sys/fs/cgroup/pids", "/sys/fs/cgroup/cgroup.controllers")
+        )
+        assert (e.value("kato_container_pids", name=service) is not None) == pids_counted
+    finally:
+        docker("rm", "-f", *names, check=False)

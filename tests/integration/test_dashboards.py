@@ -218,10 +218,10 @@ def wait_until_everything_happened(stack: Stack) -> None:
         "an exited container": 'kato_container_state{state="exited"} == 1',
         "an expired session": 'kato_session_events_total{event="expired"} > 0',
         "a stale index entry": "kato_sessions_index_stale > 0",
-        "5xx responses": 'kato_http_requests_total{code=~"5.."} > 0',
+        "5xx responses": 'kato_http_responses_total{code_class="5xx"} > 0',
         "a 5xx ratio": "kato:http_errors:ratio_rate5m > 0",
         "Live pushes": 'kato_exporter_live_pushes_total{result="success"} > 0',
-        "a CPU-limited container busy": "kato:container_cpu_usage:ratio_irate > 0.5",
+        "a CPU-limited container busy": "kato:container_cpu_usage:ratio_rate1m > 0.5",
         # they scrape every 15 s: rate(...[1m]) of their own counters needs two scrapes in a minute
         "Prometheus scraped twice": 'count_over_time(up{job="prometheus"}[1m]) >= 2',
         "Alertmanager scraped twice": 'count_over_time(up{job="alertmanager"}[1m]) >= 2',

@@ -23,7 +23,7 @@ import pytest
 from scripts.stack import Program, start, stop
 from tests.conftest import IMAGE, Exporter, wait_for
 from tests.integration.test_alerting import prometheus_value, slack_messages, webhook_count
-from tests.standins import alerting_settings, slack_standin, smtp_standin
+from tests.standins import Inbox, alerting_settings, slack_standin, smtp_standin
 
 pytestmark = pytest.mark.integration
 
@@ -165,46 +165,49 @@ def test_firing_container_alerts_are_held_while_docker_is_away(tmp_path, own_doc
     """Alert firing → Docker away → no "resolved" goes out (Alertmanager mutes it under
     KatoContainersUnknown) → Docker back → the same alert fires again, not notified anew."""
     name = "kato-test-crashed"
-    alert = "KatoContainerNotRunning"
     with slack_standin() as (slack_url, slack), smtp_standin() as (smtp_host, _):
         settings = alerting_settings(
             tmp_path, slack_url, smtp_host, [f"--docker.host={own_dockerd.url}", "--no-collector.host"]
         )
         programs = start(settings)
-        exporter, alertmanager, prometheus = programs
-        firing = f'ALERTS{{alertname="{alert}",name="{name}",alertstate="firing"}}'
         try:
-            own_dockerd.docker("run", "-d", "--name", name, "--network", "none", IMAGE, "sh", "-c", "exit 3")
-            wait_for(
-                lambda: slack_messages(slack, alert, "firing"), 90, interval=0.2, what="the alert on Slack"
-            )
-            own_dockerd.stop()
-            wait_for(
-                lambda: not prometheus_value(prometheus, firing),
-                15,
-                interval=0.2,
-                what="resolved in Prometheus",
-            )
-            held = wait_for(
-                lambda: [a for a in am_alerts(alertmanager) if a["labels"]["alertname"] == alert],
-                10,
-                what="the alert in Alertmanager",
-            )
-            assert held[0]["status"]["state"] == "suppressed" and held[0]["status"]["inhibitedBy"], held
-            time.sleep(8)  # Alertmanager flushes the group every second here
-            assert slack_messages(slack, alert, "resolved") == []
-            assert webhook_count(exporter, "resolved") == 0
-        finally:
-            own_dockerd.start()
-        try:  # still exited: pending for its minute, then firing, while the inhibitor holds on
-            wait_for(lambda: prometheus_value(prometheus, firing), 90, interval=0.5, what="firing again")
-            time.sleep(5)
-            assert slack_messages(slack, alert, "resolved") == []
-            assert len(slack_messages(slack, alert, "firing")) == 1
-            assert webhook_count(exporter, "resolved") == 0
+            held_while_docker_is_away(programs, own_dockerd, slack, name)
         finally:
             stop(programs)
             own_dockerd.docker("rm", "-f", name)
+
+
+def held_while_docker_is_away(
+    programs: list[Program], own_dockerd: PrivateDockerd, slack: Inbox, name: str
+) -> None:
+    exporter, alertmanager, prometheus = programs
+    alert = "KatoContainerNotRunning"
+    firing = f'ALERTS{{alertname="{alert}",name="{name}",alertstate="firing"}}'
+    own_dockerd.docker("run", "-d", "--name", name, "--network", "none", IMAGE, "sh", "-c", "exit 3")
+    wait_for(lambda: slack_messages(slack, alert, "firing"), 90, interval=0.2, what="the alert on Slack")
+    own_dockerd.stop()
+    try:
+        wait_for(
+            lambda: not prometheus_value(prometheus, firing), 15, interval=0.2, what="resolved in Prometheus"
+        )
+        wait_for(  # the inhibitor; a resolved alert is not listed, muted or not
+            lambda: [
+                a for a in am_alerts(alertmanager) if a["labels"]["alertname"] == "KatoContainersUnknown"
+            ],
+            10,
+            what="KatoContainersUnknown in Alertmanager",
+        )
+        time.sleep(8)  # Alertmanager flushes the group every second here
+        assert slack_messages(slack, alert, "resolved") == []
+        assert webhook_count(exporter, "resolved") == 0
+    finally:
+        own_dockerd.start()
+    # still exited: pending for its minute, then firing, while the inhibitor holds on
+    wait_for(lambda: prometheus_value(prometheus, firing), 90, interval=0.5, what="firing again")
+    time.sleep(5)
+    assert slack_messages(slack, alert, "resolved") == []
+    assert len(slack_messages(slack, alert, "firing")) == 1
+    assert webhook_count(exporter, "resolved") == 0
 
 
 def am_alerts(alertmanager: Program) -> list[dict[str, Any]]:

@@ -163,7 +163,7 @@ def test_kato_down_and_back(start_exporter, kato_double, redis_server):
     assert e.value("kato_up") == 1
     assert e.value("kato_health_status", status="healthy") == 1
     assert e.value("kato_processors_max") == 100
-    assert e.value("kato_uptime_seconds") > 0
+    assert time.time() - 60 < e.value("kato_start_time_seconds") < time.time()  # the double just started
     kato.kill()
     wait_for(lambda: value(exporter, "kato_up") == 0, 5, what="kato_up 0")
     e = exporter.scrape()
@@ -240,6 +240,17 @@ def test_access_log_counts_by_code_and_a_restart_does_not_double_count(
             show=lambda: (requests(exporter), docker("logs", "-t", name), exporter.log.read_text()),
         )
         assert value(exporter, "kato_exporter_source_up", source="kato_logs") == 1
+        classes = {
+            (labels["method"], labels["code_class"]): v
+            for labels, v in exporter.scrape().all("kato_http_responses_total")
+        }
+        assert len(classes) == 8 * 5  # every method (and OTHER) by every class, at 0 until seen
+        assert {key: v for key, v in classes.items() if v} == {
+            ("GET", "2xx"): 4,
+            ("POST", "5xx"): 2,
+            ("DELETE", "4xx"): 1,
+        }
+        assert classes["DELETE", "5xx"] == 0
         errors = value(exporter, "kato_exporter_collect_errors_total", source="kato_logs")
         docker("restart", "-t", "0", name)  # prints the same lines once more
         doubled = {key: 2 * n for key, n in first.items()}

@@ -23,6 +23,7 @@ from kato_exporter.model import (
 )
 from kato_exporter.outputs.exposition import Exposition
 from kato_exporter.outputs.families import default_builders, exporter_families
+from tests.exposition import Exposition as Parsed
 from tests.unit.test_web import USAGE, meta
 
 ACCEPT = {
@@ -118,3 +119,38 @@ async def test_promtool_accepts_the_exposition():
             check = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True)
             assert check.returncode == 0, check.stdout.decode() + check.stderr.decode()
     exposition.close()
+
+
+def test_series_that_would_mislead_are_left_out_or_said_for_what_they_are():
+    """Per family, what the rules and dashboards rely on."""
+    sample = ContainersSample(
+        (
+            Container(dataclasses.replace(meta("job", "exited"), exit_code=0), None),
+            Container(
+                dataclasses.replace(meta("crashed", "exited"), exit_code=3, restart_policy="always"), None
+            ),
+            Container(dataclasses.replace(meta("hostnet", "running"), network_mode="host"), USAGE),
+            Container(
+                dataclasses.replace(meta("sidecar", "running"), network_mode="container:abc"),
+                dataclasses.replace(USAGE, pids=None),
+            ),
+            Container(dataclasses.replace(meta("own", "running"), network_mode="bridge"), USAGE),
+        ),
+        "cgroup",
+    )
+    builders = default_builders()
+    text = generate_latest(Whole([*builders["containers"](sample), *builders["host"](HOST)])).decode()
+    e = Parsed(text)
+    assert e.value("kato_container_exit_code", name="job") == 0
+    assert e.value("kato_container_exit_code", name="crashed") == 3
+    assert e.value("kato_container_exit_code", name="own") is None
+    info = {labels["name"]: labels for labels, _ in e.all("kato_container_info")}
+    assert info["crashed"]["restart_policy"] == "always" and info["job"]["restart_policy"] == "no"
+    receive = "kato_container_network_receive_bytes_total"
+    assert e.value(receive, name="own") == 1
+    assert e.value(receive, name="hostnet") is None and e.value(receive, name="sidecar") is None
+    assert e.value("kato_container_pids", name="own") == 5
+    assert e.value("kato_container_pids", name="sidecar") is None
+    assert e.value("kato_host_cpu_seconds_total", cpu="1", mode="iowait") == 12
+    assert e.value("kato_host_filesystem_avail_bytes", mountpoint="/") == 8 * 10**11
+    assert e.value("kato_host_filesystem_used_bytes", mountpoint="/") == 10**11

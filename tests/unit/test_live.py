@@ -4,14 +4,16 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import pytest
 
 from kato_exporter.hub import Hub
 from kato_exporter.model import AlertNotice, SessionEvent
-from kato_exporter.outputs.live import LivePusher, bodies, event_lines, line
+from kato_exporter.outputs.live import LivePusher, bodies, event_lines, host_lines, line
 from kato_exporter.outputs.rates import Rates
 from kato_exporter.supervision import SourceError
+from tests.unit.test_exposition import HOST
 
 
 def test_line_escapes_by_the_line_protocol_rules():
@@ -40,6 +42,20 @@ def test_rates_need_two_values_and_ignore_a_reset():
     assert rates("k", 30.0, 3.0) == 10.0
     assert rates("k", 5.0, 4.0) is None  # counter reset (container restarted)
     assert rates("k", 7.0, 5.0) == 2.0
+
+
+def test_host_cpu_is_the_busy_share_of_the_counters_between_two_collections():
+    rates = Rates()
+
+    def cpu_field(busy: float, idle: float, iowait: float, at: float) -> object:
+        seconds = {(c, m): v for c in "01" for m, v in (("user", busy), ("idle", idle), ("iowait", iowait))}
+        [text] = host_lines(replace(HOST, cpu_seconds=seconds), at, rates)
+        fields = dict(f.split("=") for f in text.split(" ")[1].split(","))
+        return fields.get("cpu_usage_ratio")
+
+    assert cpu_field(100, 100, 10, 10.0) is None  # a rate needs two collections
+    # each CPU 0.75 s busy and 0.25 s waiting on I/O, which counts as idle, in 1 s
+    assert cpu_field(100.75, 100, 10.25, 11.0) == "0.75"
 
 
 def test_events_become_points_at_once():
