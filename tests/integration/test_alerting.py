@@ -101,14 +101,19 @@ def test_cpu_alert_reaches_slack_email_and_webhook_and_resolves(stack, slack, sm
     exporter = stack[0]
     breached = time.time()
     name = run_container("yes > /dev/null", "--cpus", "0.5")  # pegged at its limit: 100 %
-    wait_for(
-        lambda: slack_messages(slack[1], "KatoContainerCpuHigh", "firing"),
-        150,
-        interval=0.2,
-        what="the CPU alert on Slack",
-    )
-    at, attachment = slack_messages(slack[1], "KatoContainerCpuHigh", "firing")[0]
-    print(f"breach → Slack: {at - breached:.1f}s (rule: for 1m)")
+
+    # rate() over a minute climbs past 80 % a few seconds before 90 %: the warning may go out
+    # first; once the critical twin fires it is inhibited
+    def critical() -> list[tuple[float, dict[str, Any]]]:
+        return [
+            m
+            for m in slack_messages(slack[1], "KatoContainerCpuHigh", "firing")
+            if "(critical)" in m[1]["text"]
+        ]
+
+    wait_for(critical, 150, interval=0.2, what="the critical CPU alert on Slack")
+    at, attachment = critical()[0]
+    print(f"breach → Slack: {at - breached:.1f}s (rule: rate over 1m, for 1m)")
     assert attachment["color"] == "danger"
     text = attachment["text"]
     assert f"Container {name} uses" in text and "(critical)" in text
@@ -127,9 +132,9 @@ def test_cpu_alert_reaches_slack_email_and_webhook_and_resolves(stack, slack, sm
 
     docker("stop", "-t", "0", name)  # no usage series any more: the alert resolves
     stopped = time.time()
-    wait_for(
+    wait_for(  # rate() over a minute holds on to the samples it had for up to a minute
         lambda: slack_messages(slack[1], "KatoContainerCpuHigh", "resolved"),
-        60,
+        90,
         interval=0.2,
         what="resolved on Slack",
     )

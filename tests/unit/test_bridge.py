@@ -2,12 +2,16 @@
 
 import json
 import zlib
+from dataclasses import replace
 
 import pytest
 from aiohttp import hdrs
 from aiohttp.test_utils import make_mocked_request
 
-from kato_exporter.outputs.bridge import text_frame, without_server_takeover
+from kato_exporter.model import Container, ContainersSample
+from kato_exporter.outputs.bridge import containers_part, text_frame, without_server_takeover
+from kato_exporter.outputs.rates import Rates
+from tests.unit.test_web import USAGE, meta
 
 
 def decode(frame: bytes, wbits: int) -> tuple[int, str]:
@@ -61,3 +65,12 @@ def test_every_deflate_offer_asks_for_no_server_context_takeover(offer: str, ask
 def test_a_request_without_an_offer_is_left_alone() -> None:
     request = make_mocked_request("GET", "/ws")
     assert without_server_takeover(request) is request
+
+
+def test_a_container_on_anothers_network_shows_no_traffic_as_docker_stats_did() -> None:
+    own = Container(meta("own", "running"), USAGE)
+    shared = Container(replace(meta("shared", "running"), network_mode="host"), USAGE)
+    part = containers_part(ContainersSample((own, shared), "cgroup"), None, 1.0, Rates())
+    network = {row["name"]: row["network"] for row in part["containers"]}
+    assert (network["own"]["rx_bytes"], network["own"]["tx_bytes"]) == (1, 2)
+    assert (network["shared"]["rx_bytes"], network["shared"]["tx_bytes"]) == (0, 0)

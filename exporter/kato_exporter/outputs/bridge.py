@@ -132,7 +132,9 @@ def containers_part(sample: ContainersSample | None, host: HostSample | None, at
         cpu = rates(c.meta.id, u.cpu_seconds, at) if u is not None else None
         usage = u.memory_working_set_bytes if u is not None else 0
         limit = (u.memory_limit_bytes if u is not None else None) or (host.memory_total_bytes if host else 0)
-        rx, tx = (u.network_receive_bytes, u.network_transmit_bytes) if u is not None else (0, 0)
+        # as docker stats (the old backend) shows a container on another's network: no traffic of its own
+        own = c.meta.own_network
+        rx, tx = (u.network_receive_bytes, u.network_transmit_bytes) if u is not None and own else (0, 0)
         read, write = (u.block_read_bytes, u.block_write_bytes) if u is not None else (0, 0)
         rows.append(
             {
