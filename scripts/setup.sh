@@ -12,6 +12,7 @@ IMAGE=kato-test/busybox:latest
 STACK_PACKAGES=(prometheus prometheus-alertmanager)
 TEST_PACKAGES=(docker.io busybox-static redis-server prometheus-node-exporter iproute2 openssl util-linux influxdb chromium
   haproxy docker-compose debootstrap victoria-metrics)
+GRAFANA_JS=tests/grafana_js  # Grafana's published frontend packages, pinned by its lockfile
 
 install_venv() {
   [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
@@ -42,8 +43,18 @@ case "${1:-}" in
   --stack) install_packages "${STACK_PACKAGES[@]}"; install_venv; exit 0 ;;
 esac
 
+install_grafana_js() {
+  command -v npm >/dev/null || install_packages nodejs npm  # a machine may have Node.js of its own
+  if [ ! -d "$GRAFANA_JS/node_modules" ] || [ "$GRAFANA_JS/package-lock.json" -nt "$GRAFANA_JS/node_modules" ]; then
+    echo "setup: installing Grafana's frontend packages into $GRAFANA_JS"
+    npm ci --prefix "$GRAFANA_JS" --no-audit --no-fund --loglevel=error >/dev/null
+    touch "$GRAFANA_JS/node_modules"
+  fi
+}
+
 install_packages "${STACK_PACKAGES[@]}" "${TEST_PACKAGES[@]}"
 install_venv
+install_grafana_js
 
 scripts/dockerd.sh start
 

@@ -138,9 +138,9 @@ async def serve(config: Config, stop: asyncio.Event, hub: Hub | None = None) -> 
     grafana = config.grafana
     if grafana.url:
         sources.append(
-            LivePusher(
-                hub, grafana.url, read_secret(grafana.token_file), grafana.live.stream, grafana.live.interval
-            )
+            # the token file is read by the pusher, again at each retry: the exporter starts
+            # whatever happened to Grafana's token set-up
+            LivePusher(hub, grafana.url, grafana.token_file, grafana.live.stream, grafana.live.interval)
         )
         log.info("pushing to Grafana Live at %s, stream %s", grafana.url, grafana.live.stream)
     exposition = Exposition(hub, default_builders(config.collector.containers.info_labels))

@@ -687,8 +687,8 @@ def kato_live() -> Any:
                 "none",
                 "sessions",
                 "active",
-                "reported",
                 width=8,
+                more={"kato": ("sessions_reported",)},
             )
         )
         .with_panel(

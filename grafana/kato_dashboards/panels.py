@@ -7,7 +7,7 @@ prometheus/rules/thresholds.yml as dashed lines, so a number changed there moves
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from grafana_foundation_sdk.builders import (
@@ -28,6 +28,8 @@ from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
 from grafana_foundation_sdk.models import prometheus as prometheus_model
 from grafana_foundation_sdk.models.dashboard import DataSourceRef, DynamicConfigValue
+
+from kato_exporter.outputs.live import MEASUREMENTS
 
 PROMETHEUS = DataSourceRef(type_val="prometheus", uid="kato-prometheus")
 GRAFANA = DataSourceRef(type_val="datasource", uid="grafana")  # built in: Grafana Live
@@ -238,8 +240,21 @@ class _LiveDataquery(cogvariants.Dataquery):
         }
 
 
-def live(title: str, description: str, unit: str, channel: str, *fields: str, width: int = 12) -> Any:
-    """A time series fed by Grafana Live from ``stream/kato/<channel>``, pushed by the exporter."""
+def live(
+    title: str,
+    description: str,
+    unit: str,
+    channel: str,
+    *fields: str,
+    width: int = 12,
+    more: Mapping[str, Sequence[str]] | None = None,
+) -> Any:
+    """A time series fed by Grafana Live from ``stream/kato/<channel>`` (and from each channel
+    of ``more``), pushed by the exporter: each field one the exporter declares for it."""
     panel = _sized(timeseries.Panel(), title, description, width, 8).unit(unit).fill_opacity(10)
-    panel.with_target(LiveQuery(f"stream/kato/{channel}", list(fields)))
+    for ref, (name, wanted) in zip("ABCDEFGH", {channel: fields, **(more or {})}.items(), strict=False):
+        unknown = set(wanted) - set(MEASUREMENTS[name])
+        if unknown:
+            raise ValueError(f"{title}: {sorted(unknown)} are not fields of the Live measurement {name!r}")
+        panel.with_target(LiveQuery(f"stream/kato/{name}", list(wanted), ref))
     return panel.datasource(GRAFANA)

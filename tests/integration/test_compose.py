@@ -77,6 +77,8 @@ def test_the_files_are_valid_and_least_privileged(env: dict[str, str]) -> None:
     assert {"/host/proc", "/host/sys", "/host/root"} <= mounts.keys()
     assert all(read_only for _, read_only in mounts.values()), mounts
     assert not any("docker.sock" in source for source, _ in mounts.values())
+    # the exporter starts whatever grafana-init did (its Live pusher waits for a token that works)
+    assert exporter["depends_on"]["grafana-init"]["condition"] == "service_started"
     kato = yaml.safe_load(compose(env, "config", files=("docker-compose.yml", "docker-compose.kato.yml")))
     joined = kato["services"]["kato-exporter"]
     assert set(joined["networks"]) == {"default", "kato"} and kato["networks"]["kato"]["external"]

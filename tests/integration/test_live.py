@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from kato_exporter.outputs.live import MEASUREMENTS
 from tests.conftest import RUN_LABEL, Daemon, Exporter, free_port, wait_for
 from tests.dashboards import live_fields
 from tests.standins import Inbox, http_receiver
@@ -204,7 +205,7 @@ def test_points_equal_metrics_and_every_live_panel_field_is_pushed(
             'CPU "busy" \\ at 100%',
         )
         wanted = {channel.removeprefix("stream/kato/"): fields for channel, fields in live_fields().items()}
-        assert set(wanted) == {"containers", "host", "sessions", "session_events", "requests", "alerts"}
+        assert set(wanted) == set(MEASUREMENTS) - {"session_index"}  # a panel for each but that
 
         def missing() -> dict[str, set[str]]:
             have = {
@@ -264,6 +265,8 @@ def test_points_equal_metrics_and_every_live_panel_field_is_pushed(
         assert sessions["active"] == metrics.value("kato_sessions_active") == 2
         for event in ("created", "destroyed", "expired"):
             assert sessions[event] == metrics.value("kato_session_events_total", event=event)
+        metrics, [kato_point] = same_instant("kato", "kato")
+        assert kato_point["sessions_reported"] == metrics.value("kato_sessions_reported")
 
         [requests] = influx.query(
             "SELECT last(rate_5xx) AS rate_5xx, last(rate_2xx) AS rate_2xx FROM requests"

@@ -5,11 +5,15 @@ per ``interval``, and a point for each session event and alert notice as soon as
 publishes it. Grafana turns measurement ``m`` into the channel ``stream/<stream>/m``:
 
     containers,name=kato cpu_cores=0.12,memory_working_set_bytes=104857600i,... <ns>
-    host cpu_usage_ratio=0.21,memory_usage_ratio=0.43,... <ns>
-    sessions active=42i,reported=57i,stale=15i,created=120i,destroyed=70i,expired=8i <ns>
+    host cpu_usage_ratio=0.21,cpus=2i,load1=0.3,memory_usage_ratio=0.43,... <ns>
+    sessions active=42i,created=120i,destroyed=70i,expired=8i <ns>
+    session_index stale=15i <ns>
+    kato sessions_reported=57i <ns>
     requests rate_2xx=31.5,rate_3xx=0.0,rate_4xx=0.2,rate_5xx=0.1 <ns>
     session_events,type=expired active=41i <ns>
-    alerts,alertname=KatoContainerCpuHigh,severity=critical,status=firing firing=1i,summary="…" <ns>
+    alerts,alertname=KatoContainerCpuHigh,name=kato,severity=critical firing=1i,summary="…" <ns>
+
+Each measurement has one schema for the exporter's whole life (``MEASUREMENTS``).
 
 Every collection of a source becomes one point per row, pushed with the next tick; its
 timestamp is the source's last successful collection, the same instant that
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import time
 from collections import Counter, deque
@@ -30,6 +35,7 @@ from typing import Any
 
 import aiohttp
 
+from kato_exporter.config import read_secret
 from kato_exporter.hub import Hub, Snapshot
 from kato_exporter.model import (
     AlertNotice,
@@ -42,11 +48,12 @@ from kato_exporter.model import (
     SessionsSample,
 )
 from kato_exporter.outputs.rates import Rates
-from kato_exporter.supervision import Backoff, Link
+from kato_exporter.supervision import Backoff, Link, SourceError
 
 log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
+REJECT_AFTER = 3  # tries of a body Grafana refuses before it is dropped
 Fields = Mapping[str, float | int | str]
 
 
@@ -95,15 +102,66 @@ def bodies(lines: Iterable[str], limit: int = MAX_BODY) -> Iterator[bytes]:
 
 # --- what a snapshot becomes --------------------------------------------------------------
 
+# Every point of a measurement carries these fields, in this order, from the exporter's first push
+# to its last. Grafana builds a channel's frame schema from the fields each push carries, and the
+# browser's StreamingDataFrame cannot take a new schema once it holds two label sets (two
+# containers): every later message fails with "push message mismatch". So a point waits until it
+# can fill every field (rates need two collections), and what a source may lack is a value said
+# here, or a measurement of its own.
+MEASUREMENTS: dict[str, tuple[str, ...]] = {
+    "containers": (
+        "cpu_cores",
+        "cpu_limit_cores",  # 0.0: no CPU limit
+        "memory_working_set_bytes",
+        "memory_usage_bytes",
+        "memory_limit_bytes",  # 0: no memory limit
+        "network_receive_bytes_per_second",  # 0.0 on the host's or another container's network
+        "network_transmit_bytes_per_second",
+        "block_read_bytes_per_second",
+        "block_write_bytes_per_second",
+        "pids",  # 0: not counted (no pids controller)
+    ),
+    "host": (
+        "cpu_usage_ratio",
+        "cpus",
+        "load1",
+        "memory_usage_ratio",
+        "memory_available_bytes",
+        "memory_total_bytes",
+        "swap_used_bytes",
+        "network_receive_bytes_per_second",
+        "network_transmit_bytes_per_second",
+    ),
+    "sessions": ("active", "created", "destroyed", "expired"),
+    "session_index": ("stale",),  # redis mode, once the index has been reconciled
+    "kato": ("sessions_reported",),  # KATO's own count, while its API answers
+    "requests": ("rate_2xx", "rate_3xx", "rate_4xx", "rate_5xx"),
+    "session_events": ("active",),
+    "alerts": ("firing", "summary"),
+}
 
-def _rated(out: dict[str, Any], rates: Rates, key: Any, seconds: float, counters: dict[str, float]) -> None:
-    """Add each counter's rate as the field it is named by, once there are two values. Rates
+
+def point(measurement: str, tags: Mapping[str, str], fields: Fields, seconds: float) -> list[str]:
+    """One point of a declared measurement, its fields in the declared order (a missing one is
+    a KeyError: a bug, not a point with another schema); none if a value is NaN or infinite,
+    which line protocol cannot carry."""
+    values = {key: fields[key] for key in MEASUREMENTS[measurement]}
+    if any(isinstance(v, float) and not math.isfinite(v) for v in values.values()):
+        log.debug("%s point with a value that is not a number left out: %s", measurement, values)
+        return []
+    return [line(measurement, tags, values, seconds)]
+
+
+def _rates(rates: Rates, key: Any, seconds: float, counters: dict[str, float]) -> dict[str, float] | None:
+    """Each counter's rate, named as the counter is, once every one has two values. Rates
     are differences of samples taken at a moment's jitter: six significant digits are all
     they carry, and the longest part of a line without rounding."""
+    out = {}
     for field, value in counters.items():
         rate = rates((key, field), value, seconds)
         if rate is not None:
             out[field] = float(f"{rate:.6g}")  # six digits: 0.0123457, not 0.012345678901234567
+    return out if len(out) == len(counters) else None
 
 
 def container_lines(sample: ContainersSample, seconds: float, rates: Rates) -> list[str]:
@@ -112,46 +170,51 @@ def container_lines(sample: ContainersSample, seconds: float, rates: Rates) -> l
         u = c.usage
         if u is None:
             continue
-        fields: dict[str, float | int | str] = {}
-        _rated(
-            fields,
+        own = c.meta.own_network
+        rated = _rates(
             rates,
             c.meta.id,
             seconds,
             {
                 "cpu_cores": u.cpu_seconds,
-                **(
-                    {
-                        "network_receive_bytes_per_second": u.network_receive_bytes,
-                        "network_transmit_bytes_per_second": u.network_transmit_bytes,
-                    }
-                    if c.meta.own_network
-                    else {}
-                ),
+                "network_receive_bytes_per_second": u.network_receive_bytes if own else 0,
+                "network_transmit_bytes_per_second": u.network_transmit_bytes if own else 0,
                 "block_read_bytes_per_second": u.block_read_bytes,
                 "block_write_bytes_per_second": u.block_write_bytes,
             },
         )
-        fields["memory_working_set_bytes"] = u.memory_working_set_bytes
-        fields["memory_usage_bytes"] = u.memory_usage_bytes
-        if u.pids is not None:
-            fields["pids"] = u.pids
-        if u.cpu_limit_cores is not None:
-            fields["cpu_limit_cores"] = float(u.cpu_limit_cores)
-        if u.memory_limit_bytes is not None:
-            fields["memory_limit_bytes"] = u.memory_limit_bytes
-        lines.append(line("containers", {"name": c.meta.name}, fields, seconds))
+        if rated is None:
+            continue
+        fields = {
+            **rated,
+            "cpu_limit_cores": float(u.cpu_limit_cores or 0),
+            "memory_working_set_bytes": u.memory_working_set_bytes,
+            "memory_usage_bytes": u.memory_usage_bytes,
+            "memory_limit_bytes": u.memory_limit_bytes or 0,
+            "pids": u.pids or 0,
+        }
+        lines += point("containers", {"name": c.meta.name}, fields, seconds)
     running = {c.meta.id for c in sample.containers if c.usage is not None}
     rates.keep(lambda key: key[0] in running)
     return lines
 
 
 def host_lines(h: HostSample, seconds: float, rates: Rates) -> list[str]:
-    fields: dict[str, float | int | str] = {}
-    busy = rates(("host", "cpu_busy_seconds"), h.cpu_busy_seconds, seconds)
-    if busy is not None:  # from the counters /metrics exposes, as the recording rule does
-        fields["cpu_usage_ratio"] = float(f"{min(1.0, busy / h.cpu_count):.6g}")
-    fields |= {
+    rated = _rates(
+        rates,
+        "host",
+        seconds,
+        {  # the busy share from the counters /metrics exposes, as the recording rule takes it
+            "cpu_usage_ratio": h.cpu_busy_seconds / h.cpu_count,
+            "network_receive_bytes_per_second": sum(rx for rx, _ in h.network.values()),
+            "network_transmit_bytes_per_second": sum(tx for _, tx in h.network.values()),
+        },
+    )
+    if rated is None:
+        return []
+    rated["cpu_usage_ratio"] = min(1.0, rated["cpu_usage_ratio"])
+    fields = {
+        **rated,
         "cpus": h.cpu_count,
         "load1": h.load1,
         "memory_usage_ratio": h.memory_usage_ratio,
@@ -159,28 +222,22 @@ def host_lines(h: HostSample, seconds: float, rates: Rates) -> list[str]:
         "memory_total_bytes": h.memory_total_bytes,
         "swap_used_bytes": h.swap_used_bytes,
     }
-    _rated(
-        fields,
-        rates,
-        "host",
-        seconds,
-        {
-            "network_receive_bytes_per_second": sum(rx for rx, _ in h.network.values()),
-            "network_transmit_bytes_per_second": sum(tx for _, tx in h.network.values()),
-        },
-    )
-    return [line("host", {}, fields, seconds)]
+    return point("host", {}, fields, seconds)
 
 
-def session_lines(s: SessionsSample, kato: KatoSample | None, seconds: float) -> list[str]:
-    fields: dict[str, float | int | str] = {"active": s.active}
-    if kato is not None:
-        fields["reported"] = kato.sessions_reported
+def session_lines(s: SessionsSample, seconds: float) -> list[str]:
+    fields = {
+        "active": s.active,
+        **{event: s.events_total.get(event, 0) for event in ("created", "destroyed", "expired")},
+    }
+    lines = point("sessions", {}, fields, seconds)
     if s.index_stale is not None:
-        fields["stale"] = s.index_stale
-    for event in ("created", "destroyed", "expired"):
-        fields[event] = s.events_total.get(event, 0)
-    return [line("sessions", {}, fields, seconds)]
+        lines += point("session_index", {}, {"stale": s.index_stale}, seconds)
+    return lines
+
+
+def kato_lines(k: KatoSample, seconds: float) -> list[str]:
+    return point("kato", {}, {"sessions_reported": k.sessions_reported}, seconds)
 
 
 CODE_CLASSES = ("2xx", "3xx", "4xx", "5xx")
@@ -190,24 +247,21 @@ def request_lines(r: RequestCounts, seconds: float, rates: Rates) -> list[str]:
     totals = Counter({cls: 0 for cls in CODE_CLASSES})
     for (_, code), n in r.by_method_code.items():
         totals[f"{code[:1]}xx"] += n
-    fields: dict[str, float | int | str] = {}
-    _rated(fields, rates, "requests", seconds, {f"rate_{cls}": totals[cls] for cls in CODE_CLASSES})
-    return [line("requests", {}, fields, seconds)] if fields else []
+    rated = _rates(rates, "requests", seconds, {f"rate_{cls}": totals[cls] for cls in CODE_CLASSES})
+    return [] if rated is None else point("requests", {}, rated, seconds)
 
 
 def event_lines(event: Any) -> list[str]:
     """The point of one hub event (a session change or an alert notice); none for others."""
     if isinstance(event, SessionEvent):
-        return [line("session_events", {"type": event.type}, {"active": event.active}, event.timestamp)]
+        return point("session_events", {"type": event.type}, {"active": event.active}, event.timestamp)
     if isinstance(event, AlertNotice):
-        tags = {"alertname": event.name, "severity": event.severity, "status": event.status}
-        if "name" in event.labels:
-            tags["name"] = event.labels["name"]
-        fields: dict[str, float | int | str] = {
-            "firing": int(event.status == "firing"),
-            "summary": event.annotations.get("summary", ""),
-        }
-        return [line("alerts", tags, fields, time.time())]
+        # whether it fires is the field `firing`: a `status` tag would make each alert two
+        # series, one always 1 and one always 0
+        tags = {"alertname": event.name, "severity": event.severity, "name": event.labels.get("name", "")}
+        summary = event.annotations.get("summary", "")
+        fields: Fields = {"firing": int(event.status == "firing"), "summary": summary}
+        return point("alerts", tags, fields, time.time())
     return []
 
 
@@ -219,9 +273,8 @@ class SnapshotLines:
         self._points: dict[str, Callable[[Any, Snapshot, float], list[str]]] = {
             "containers": lambda value, _, at: container_lines(value, at, containers),
             "host": lambda value, _, at: host_lines(value, at, host),
-            "kato_sessions": lambda value, snapshot, at: session_lines(
-                value, snapshot.values.get("kato"), at
-            ),
+            "kato_sessions": lambda value, _, at: session_lines(value, at),
+            "kato": lambda value, _, at: kato_lines(value, at),
             "kato_logs": lambda value, _, at: request_lines(value, at, requests),
         }
         self._pushed: dict[str, float] = {}
@@ -242,9 +295,13 @@ class SnapshotLines:
 
 
 class LivePusher:
-    """Runs as a source of its own (``grafana_live``): its value is its own stats, and it is
-    down only if its task ended (it is then restarted); a Grafana that is away shows as
-    ``kato_exporter_live_pushes_total{result="error"}`` rising, and in the log."""
+    """Runs as a source of its own (``grafana_live``): its value is its own stats. It is down
+    while it has no token Grafana takes (the token file missing or empty, or Grafana answering
+    401/403: the file is read again at each retry, so a new token is picked up) and if its task
+    ended (it is then restarted); a Grafana that is away shows as
+    ``kato_exporter_live_pushes_total{result="error"}`` rising, and in the log. A body Grafana
+    refuses (4xx or 500: it cannot convert it) is tried ``REJECT_AFTER`` times, then dropped and
+    counted as ``rejected``; it never holds up the bodies behind it for longer."""
 
     name = "grafana_live"
     interval = 5.0
@@ -254,18 +311,18 @@ class LivePusher:
         self,
         hub: Hub,
         url: str,
-        token: str,
+        token_file: str,
         stream: str = "kato",
         every: float = 1.0,
         queue_size: int = 120,
         request_timeout: float = 5.0,
     ) -> None:
-        self._hub, self._token = hub, token
+        self._hub, self._token_file, self._token = hub, token_file, ""
         self.url = f"{url}/api/live/push/{stream}"
         self._every = every
         self._queue: deque[bytes] = deque(maxlen=queue_size)
         self._ready = asyncio.Event()
-        self._counts: Counter[str] = Counter({"success": 0, "error": 0, "dropped": 0})
+        self._counts: Counter[str] = Counter({"success": 0, "error": 0, "dropped": 0, "rejected": 0})
         self._duration_sum, self._duration_count = 0.0, 0
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
         self._backoff = Backoff(1.0, 30.0)
@@ -303,12 +360,25 @@ class LivePusher:
             self._ready.set()
 
     async def _run(self) -> None:
+        self._token = self._read_token()
         self._link.connected()
-        async with asyncio.TaskGroup() as group:
-            group.create_task(self._watch())
-            group.create_task(self._tick())
-            group.create_task(self._relay())
-            group.create_task(self._send())
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._watch())
+                group.create_task(self._tick())
+                group.create_task(self._relay())
+                group.create_task(self._send())
+        except* SourceError as failed:  # the token refused: down, and the file read again
+            raise failed.exceptions[0] from None
+
+    def _read_token(self) -> str:
+        try:
+            token = read_secret(self._token_file)
+        except OSError as exc:
+            raise SourceError(f"no Grafana token in {self._token_file}: {exc.strerror}") from None
+        if not token:
+            raise SourceError(f"no Grafana token in {self._token_file} yet: it is empty")
+        return token
 
     async def _watch(self) -> None:
         """Turn each new collection into points as it lands, so that none is missed when a
@@ -337,30 +407,42 @@ class LivePusher:
             self.enqueue(event_lines(await self._events.get()))
 
     async def _send(self) -> None:
+        refused = 0  # tries of the body at the head of the queue that Grafana refused
         while True:
             await self._ready.wait()
             while self._queue:
                 body = self._queue[0]
-                if await self._post(body):
+                outcome = await self._post(body)
+                refused = refused + 1 if outcome == "refused" else 0
+                if outcome == "sent" or refused >= REJECT_AFTER:
+                    if refused:
+                        self._counts["rejected"] += 1
+                        log.warning("Grafana Live refused a body %d times: dropped it", refused)
+                        refused = 0
                     if self._queue and self._queue[0] is body:
                         self._queue.popleft()
                 else:
                     await asyncio.sleep(self._backoff.delay())
             self._ready.clear()
 
-    async def _post(self, body: bytes) -> bool:
+    async def _post(self, body: bytes) -> str:
+        """ "sent", "refused" (Grafana cannot take this body), or "failed" (Grafana away or
+        busy: the same body later); a SourceError when Grafana refuses the token."""
         assert self._session is not None
         started = time.monotonic()
-        problem = ""
+        problem, status = "", 0
         try:
             async with self._session.post(
                 self.url,
                 data=body,
                 headers={"Authorization": f"Bearer {self._token}", "Content-Type": "text/plain"},
             ) as response:
-                if response.status != 200:
+                status = response.status
+                if status in (401, 403):
+                    raise SourceError(f"Grafana refuses the token in {self._token_file}: HTTP {status}")
+                if status != 200:
                     text = (await response.text())[:200].strip()
-                    problem = f"HTTP {response.status}" + (f": {text}" if text else "")
+                    problem = f"HTTP {status}" + (f": {text}" if text else "")
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             problem = str(exc) or type(exc).__name__
         else:
@@ -374,4 +456,5 @@ class LivePusher:
         self._failing = bool(problem)
         if not problem:
             self._backoff.reset()
-        return not problem
+            return "sent"
+        return "refused" if 400 <= status < 500 or status == 500 else "failed"
