@@ -1,4 +1,7 @@
-"""What a Grafana Live channel carries to the browser for our pushes, built as Grafana builds it.
+"""Grafana's own frontend code (``tests/grafana_js``) judging what we give Grafana: the Live
+pushes, built into channel messages as Grafana builds them, and the stat panels' display.
+
+What a Grafana Live channel carries to the browser for our pushes:
 
 Grafana's HTTP push (``POST /api/live/push/:streamId``, no query parameters: the
 ``labels_column`` frame format) parses the body's lines and makes one frame per measurement
@@ -118,3 +121,47 @@ def streaming_frames(version: str, messages: dict[str, list[dict[str, Any]]]) ->
         check=True,
     )
     return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+
+def displayed(version: str, panels: list[dict[str, Any]]) -> dict[str, list[dict[str, str]]]:
+    """What Grafana shows in each stat, gauge or bar gauge (``tests/grafana_js/display.cjs``):
+    by panel title, each value's title, text and colour."""
+    done = subprocess.run(
+        ["node", str(JS / "display.cjs")],
+        input=json.dumps({"version": version, "panels": panels}),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return {panel["title"]: panel["values"] for panel in json.loads(done.stdout)}
+
+
+# @grafana/schema of each pinned @grafana/data (11.6's is hoisted, 12.4's is its own)
+SCHEMAS = {
+    "11": "node_modules/@grafana/schema",
+    "12": "node_modules/grafana-data-12/node_modules/@grafana/schema",
+}
+# A JSON document has strings where TypeScript's types have string enums: compare with each
+# enum's values, as a string union (`${Enum}`); everything else stays as the type says.
+JSON_OF = (
+    "type Json<T> = T extends string ? `${T}` : T extends (infer U)[] ? Json<U>[]"
+    " : T extends object ? { [K in keyof T]: Json<T[K]> } : T;"
+)
+
+
+def schema_errors(version: str, boards: dict[str, Any], folder: Path) -> str:
+    """What TypeScript says of each dashboard as an object literal of @grafana/schema's
+    ``Dashboard`` type (strict: an unknown or misspelled key is an error); empty if nothing."""
+    files = []
+    for name, board in boards.items():
+        path = folder / f"{Path(name).stem}-{version}.ts"
+        path.write_text(
+            f"import type {{ Dashboard }} from {json.dumps(str(JS / SCHEMAS[version]))};\n{JSON_OF}\n"
+            f"export const dashboard: Json<Dashboard> = {json.dumps(board, indent=1)};\n"
+        )
+        files.append(str(path))
+    options = ["--noEmit", "--strict", "--skipLibCheck", "--module", "commonjs", "--moduleResolution", "node"]
+    done = subprocess.run(
+        [str(JS / "node_modules/.bin/tsc"), *options, *files], capture_output=True, text=True
+    )
+    return done.stdout + done.stderr

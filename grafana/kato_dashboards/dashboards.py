@@ -12,8 +12,10 @@ from grafana_foundation_sdk.models import common
 from grafana.kato_dashboards.panels import (
     CONTAINER,
     INSTANCE,
+    NONE_IS_GOOD,
     bars,
     board,
+    by_rules,
     container_variable,
     graph,
     instance_variable,
@@ -29,6 +31,7 @@ from grafana.kato_dashboards.panels import (
 # the states the exporter reports, as in kato_container_state and kato_container_health_status
 CONTAINER_STATES = ("created", "running", "paused", "restarting", "removing", "exited", "dead")
 HEALTH_STATES = ("starting", "healthy", "unhealthy")
+KATO_HEALTH_STATES = ("healthy", "degraded", "unhealthy")  # what KATO's /health says
 RATE = "[$__rate_interval]"
 RANGE = "[$__range]"
 # Prometheus and Alertmanager scrape themselves every 15 s, not at the datasource's 5 s that
@@ -36,11 +39,11 @@ RANGE = "[$__range]"
 SELF_RATE = "[1m]"
 
 
-def one_number(metric: str, selector: str, label: str, values: tuple[str, ...]) -> str:
+def one_number(metric: str, selector: str, label: str, values: tuple[str, ...], by: str = "name") -> str:
     """A one-of gauge (``kato_container_state{state="running"} 1``) as one number per name:
     1 for the first of ``values``, 2 for the second…, so a state timeline can colour it."""
     parts = [f'{metric}{{{selector}, {label}="{v}"}} * {i} == {i}' for i, v in enumerate(values, 1)]
-    return "max by (name) (" + " or ".join(parts) + ")"
+    return f"max by ({by}) (" + " or ".join(parts) + ")"
 
 
 # Panels that two dashboards show alike (title and width are theirs)
@@ -114,15 +117,20 @@ def overview() -> Any:
                 "none",
                 (f"min(kato_up{{{INSTANCE}}})", "up"),
                 mappings=states(("1", "up"), ("0", "down")),
+                steps=((None, "red"), (1, "green")),
             )
         )
         .with_panel(
             single(
                 "KATO health",
-                "What KATO's /health says (healthy, degraded or unhealthy).",
+                "What KATO's /health says (healthy, degraded or unhealthy), per host.",
                 "none",
-                (f"kato_health_status{{{INSTANCE}}} == 1", "{{status}}"),
-            ).text_mode(common.BigValueTextMode.NAME)
+                (
+                    one_number("kato_health_status", INSTANCE, "status", KATO_HEALTH_STATES, by="instance"),
+                    "{{instance}}",
+                ),
+                mappings=numbered(KATO_HEALTH_STATES),
+            )
         )
         .with_panel(
             single(
@@ -150,6 +158,7 @@ def overview() -> Any:
                 "percentunit",
                 (f"max(kato:http_errors:ratio_rate5m{{{INSTANCE}}})", "5xx"),
                 width=3,
+                steps=by_rules("kato_http_error_ratio"),
             )
         )
         .with_panel(
@@ -171,6 +180,7 @@ def overview() -> Any:
                 "CPU used as a share of the container's limit (of the host's cores without one).",
                 "percentunit",
                 (f"topk(10, kato:container_cpu_usage:ratio_rate1m{{{INSTANCE}}})", "{{name}}"),
+                steps=by_rules("kato_container_cpu_usage_ratio"),
             )
         )
         .with_panel(
@@ -179,6 +189,7 @@ def overview() -> Any:
                 "Working set as a share of the container's memory limit (containers with a limit).",
                 "percentunit",
                 (f"topk(10, kato:container_memory_usage:ratio{{{INSTANCE}}})", "{{name}}"),
+                steps=by_rules("kato_container_memory_usage_ratio"),
             )
         )
         .with_panel(host_cpu_graph("Host CPU"))
@@ -207,7 +218,7 @@ def containers() -> Any:
             graph(
                 "CPU",
                 "CPU used, in cores.",
-                "suffix: cores",
+                "suffix:cores",
                 (f"rate(kato_container_cpu_usage_seconds_total{{{c}}}{RATE})", "{{name}}"),
             )
         )
@@ -352,7 +363,7 @@ def sessions() -> Any:
             single(
                 "KATO uptime",
                 "Since the newest KATO worker started (a restart of KATO, or of one worker).",
-                "s",
+                "dtdurations",
                 (f"time() - kato_start_time_seconds{{{INSTANCE}}}", "{{instance}}"),
                 width=8,
                 height=8,
@@ -436,6 +447,7 @@ def host() -> Any:
                 ),
                 width=8,
                 height=8,
+                steps=NONE_IS_GOOD,
             )
         )
         .with_panel(
@@ -452,7 +464,7 @@ def host() -> Any:
             single(
                 "Uptime",
                 "Time since the host booted.",
-                "s",
+                "dtdurations",
                 (f"time() - kato_host_boot_time_seconds{{{INSTANCE}}}", "{{instance}}"),
                 width=8,
                 height=8,
@@ -637,7 +649,7 @@ def kato_live() -> Any:
         )
         .refresh("")
         .time("now-5m", "now")
-        .with_panel(live("Container CPU", "CPU used, in cores.", "suffix: cores", "containers", "cpu_cores"))
+        .with_panel(live("Container CPU", "CPU used, in cores.", "suffix:cores", "containers", "cpu_cores"))
         .with_panel(
             live(
                 "Container working set",
@@ -737,11 +749,20 @@ DASHBOARDS: dict[str, Callable[[], Any]] = {
 }
 
 
+# what the SDK writes on every variable, though only an interval variable has it (not in
+# @grafana/schema's VariableModel)
+INTERVAL_ONLY = ("auto", "auto_min", "auto_count")
+
+
 def render(make: Callable[[], Any]) -> dict[str, Any]:
     """The dashboard's JSON model, panels numbered in order."""
     model: dict[str, Any] = json.loads(json.dumps(make().build(), cls=JSONEncoder))
     for number, panel in enumerate(model["panels"], 1):
         panel["id"] = number
+    for variable in model.get("templating", {}).get("list", []):
+        if variable.get("type") != "interval":
+            for key in INTERVAL_ONLY:
+                variable.pop(key, None)
     return model
 
 

@@ -8,8 +8,10 @@ prometheus/rules/thresholds.yml as dashed lines, so a number changed there moves
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
+import yaml
 from grafana_foundation_sdk.builders import (
     bargauge,
     dashboard,
@@ -31,6 +33,7 @@ from grafana_foundation_sdk.models.dashboard import DataSourceRef, DynamicConfig
 
 from kato_exporter.outputs.live import MEASUREMENTS
 
+THRESHOLDS = Path(__file__).resolve().parents[2] / "prometheus" / "rules" / "thresholds.yml"
 PROMETHEUS = DataSourceRef(type_val="prometheus", uid="kato-prometheus")
 GRAFANA = DataSourceRef(type_val="datasource", uid="grafana")  # built in: Grafana Live
 TAGS = ["kato"]
@@ -150,6 +153,38 @@ def thresholds(panel: timeseries.Panel, ratio: str) -> timeseries.Panel:
     return panel
 
 
+Steps = tuple[tuple[float | None, str], ...]  # (from this value on, colour); the first from -∞
+NEUTRAL: Steps = ((None, "blue"),)  # a count, a rate, a time: no value is good or bad in itself
+NONE_IS_GOOD: Steps = ((None, "green"), (1, "red"))  # a count of things that are wrong
+
+
+def rule_threshold(name: str) -> float:
+    """The number of ``threshold:<name>`` in prometheus/rules/thresholds.yml, read, never copied."""
+    rules = yaml.safe_load(THRESHOLDS.read_text())["groups"][0]["rules"]
+    [expr] = [r["expr"] for r in rules if r["record"] == f"threshold:{name}"]
+    return float(expr.removeprefix("vector(").removesuffix(")"))
+
+
+def by_rules(ratio: str) -> Steps:
+    """Green, orange from the rules' warning, red from their critical."""
+    warning, critical = rule_threshold(f"{ratio}:warning"), rule_threshold(f"{ratio}:critical")
+    return ((None, "green"), (warning, "orange"), (critical, "red"))
+
+
+def _coloured(panel: Any, steps: Steps, ratio: bool) -> Any:
+    """Colour by ``steps``, from the latest value that is not null; a ratio on a 0–1 scale."""
+    panel.thresholds(
+        dashboard.ThresholdsConfig()
+        .mode(model.ThresholdsMode.ABSOLUTE)
+        .steps([model.Threshold(value=value, color=color) for value, color in steps])
+    )
+    panel.color_scheme(dashboard.FieldColor().mode(model.FieldColorModeId.THRESHOLDS))
+    panel.reduce_options(common_builders.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
+    if ratio:
+        panel.min(0).max(1)
+    return panel
+
+
 def single(
     title: str,
     description: str,
@@ -158,19 +193,24 @@ def single(
     width: int = 4,
     height: int = 4,
     mappings: list[Any] | None = None,
+    steps: Steps = NEUTRAL,
 ) -> stat.Panel:
-    """A stat: the latest value of each query."""
+    """A stat: the latest value of each query, coloured by ``steps`` (or its mappings)."""
     panel = _sized(stat.Panel(), title, description, width, height).unit(unit)
     panel.graph_mode(common.BigValueGraphMode.AREA)
     if mappings:
         panel.mappings(mappings)
+    _coloured(panel, steps, unit == "percentunit")
     return _with_queries(panel, queries)  # type: ignore[no-any-return]
 
 
-def bars(title: str, description: str, unit: str, *queries: Query, width: int = 12, height: int = 8) -> Any:
-    """Horizontal bars of the latest values (the top containers)."""
+def bars(
+    title: str, description: str, unit: str, *queries: Query, steps: Steps, width: int = 12, height: int = 8
+) -> Any:
+    """Horizontal bars of the latest values (the top containers), coloured by ``steps``."""
     panel = _sized(bargauge.Panel(), title, description, width, height).unit(unit)
     panel.orientation(common.VizOrientation.HORIZONTAL).display_mode(common.BarGaugeDisplayMode.GRADIENT)
+    _coloured(panel, steps, unit == "percentunit")
     return _with_queries(panel, queries)
 
 
@@ -204,7 +244,14 @@ def states(*pairs: tuple[str, str]) -> list[Any]:
 
 def numbered(values: tuple[str, ...]) -> list[Any]:
     """Value mappings for a state numbered 1, 2, … in the order of ``values``."""
-    colors = {"running": "green", "healthy": "green", "exited": "red", "dead": "red", "unhealthy": "red"}
+    colors = {
+        "running": "green",
+        "healthy": "green",
+        "degraded": "orange",
+        "exited": "red",
+        "dead": "red",
+        "unhealthy": "red",
+    }
     options = {
         str(i): model.ValueMappingResult(text=v, color=colors.get(v, "yellow"), index=i - 1)
         for i, v in enumerate(values, 1)

@@ -13,6 +13,7 @@ excused.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -38,7 +39,8 @@ from tests.conftest import (
     start_container,
     wait_for,
 )
-from tests.dashboards import dashboards, fill, label_values_query, metric_names, targets, variables
+from tests.dashboards import dashboards, fill, label_values_query, metric_names, panels, targets, variables
+from tests.grafana_live import GRAFANA_VERSIONS, displayed
 from tests.standins import Inbox, alerting_settings, http_receiver, slack_standin, smtp_standin
 
 pytestmark = pytest.mark.integration
@@ -311,3 +313,70 @@ def test_victoria_metrics_holds_what_prometheus_scraped(stack: Stack):
         assert {(json.dumps(r["metric"], sort_keys=True), r["value"][1]) for r in scraped} == {
             (json.dumps(r["metric"], sort_keys=True), r["value"][1]) for r in stored
         }, (scraped, stored)
+
+
+def legend(template: str, labels: dict[str, str]) -> str:
+    """A legend format filled as Grafana's Prometheus datasource fills it (``{{label}}``)."""
+    return re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: labels.get(m[1], ""), template)
+
+
+def query_frames(stack: Stack, query: dict[str, Any], values: dict[str, list[str]]) -> list[dict[str, Any]]:
+    """A panel query's result over the last two minutes as Grafana's Prometheus datasource makes
+    it: a frame per series, its value field labelled and named by the legend."""
+    frames = []
+    for result in stack.range(fill(query["expr"], values, RANGE_SECONDS, SCRAPE_SECONDS)):
+        labels = {k: v for k, v in result["metric"].items() if k != "__name__"}
+        times = [float(t) * 1000 for t, _ in result["values"]]
+        value = {"name": "Value", "type": "number", "values": [float(v) for _, v in result["values"]]}
+        value |= {"labels": labels, "config": {"displayNameFromDS": legend(query["legendFormat"], labels)}}
+        frames.append({"fields": [{"name": "Time", "type": "time", "values": times}, value]})
+    return frames
+
+
+def test_stats_and_bar_gauges_show_what_grafana_would(stack: Stack):
+    """Each stat and bar gauge of every dashboard, its queries run on the proof stack over the
+    last two minutes, judged with @grafana/data's field display code: the healthy parts are not
+    red, the container pinned at its CPU limit and the 5xx the access log writes are, and units
+    read as a person expects."""
+    shown: list[dict[str, Any]] = []
+    for name, board in dashboards().items():
+        values = variable_values(stack, board)
+        for panel in panels(board):
+            if panel["type"] in ("stat", "gauge", "bargauge"):
+                frames = [frame for query in panel["targets"] for frame in query_frames(stack, query, values)]
+                title = f"{name} / {panel['title']}"
+                shown.append(
+                    {"title": title, "fieldConfig": panel["fieldConfig"], "options": panel["options"]}
+                )
+                shown[-1]["frames"] = frames
+    names = stack.containers
+    for version in GRAFANA_VERSIONS:
+        seen = displayed(version, shown)
+        colours = {title: {v["title"]: v["color"] for v in values} for title, values in seen.items()}
+        texts = {title: [v["text"] for v in values] for title, values in seen.items()}
+        print(version, json.dumps(seen, indent=1))
+        assert colours["kato-overview.json / KATO API"] == {"up": "green"}
+        assert [v["text"] for v in seen["kato-overview.json / KATO health"]] == ["healthy"]
+        assert set(colours["kato-overview.json / KATO health"].values()) == {"green"}
+        cpu = colours["kato-overview.json / Top containers by CPU"]
+        assert cpu.pop(names["cpu"]) == "red" and set(cpu.values()) <= {"green"}, cpu
+        assert set(colours["kato-overview.json / Top containers by memory"].values()) == {"green"}
+        assert set(colours["kato-overview.json / 5xx ratio"].values()) == {"red"}  # a third are 500
+        assert all(t.endswith("%") for t in texts["kato-overview.json / 5xx ratio"])
+        assert all(t.endswith("%") for t in texts["kato-overview.json / Top containers by CPU"])
+        assert all(t.endswith("req/s") for t in texts["kato-overview.json / Requests"])
+        assert set(colours["kato-host.json / Mounts not answering"].values()) == {"green"}
+        for uptime in ("kato-host.json / Uptime", "kato-sessions.json / KATO uptime"):
+            assert all(re.search(r"(second|minute|hour|day)", t) for t in texts[uptime]), texts[uptime]
+        neutral = [
+            "kato-overview.json / Active sessions",
+            "kato-overview.json / Requests",
+            "kato-overview.json / Containers running",
+            "kato-sessions.json / Events in the time range",
+            "kato-sessions.json / Session source",
+            "kato-sessions.json / KATO uptime",
+            "kato-host.json / Uptime",
+        ]
+        for title in neutral:
+            assert colours[title] and set(colours[title].values()) == {"blue"}, (title, colours[title])
+        assert set(colours) == {p["title"] for p in shown}  # every one judged

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 
 from grafana.kato_dashboards.dashboards import DASHBOARDS, encode, render
@@ -25,6 +26,7 @@ from tests.dashboards import (
 from tests.dashboards import (
     DASHBOARDS as FOLDER,
 )
+from tests.grafana_live import GRAFANA_VERSIONS, schema_errors
 
 
 def test_committed_json_is_what_the_code_generates():
@@ -110,3 +112,15 @@ def test_the_native_stack_points_grafana_at_its_prometheus_alertmanager_and_dash
     }
     provider = yaml.safe_load((tmp_path / "grafana/dashboards/kato.yml").read_text())["providers"][0]
     assert sorted(p.name for p in Path(provider["options"]["path"]).glob("*.json")) == sorted(dashboards())
+
+
+@pytest.mark.parametrize("version", GRAFANA_VERSIONS)
+def test_every_dashboard_is_a_dashboard_of_grafanas_schema(version, tmp_path):
+    assert schema_errors(version, dashboards(), tmp_path) == ""
+
+
+def test_a_misspelled_key_is_an_error_of_the_schema_check(tmp_path):
+    board = dashboards()["kato-host.json"]
+    board["panels"][0]["fieldConfig"]["defaults"]["unitt"] = "s"
+    for version in GRAFANA_VERSIONS:
+        assert """'"unitt"' does not exist""" in schema_errors(version, {"kato-host.json": board}, tmp_path)
