@@ -338,6 +338,8 @@ def test_stats_and_bar_gauges_show_what_grafana_would(stack: Stack):
     last two minutes, judged with @grafana/data's field display code: the healthy parts are not
     red, the container pinned at its CPU limit and the 5xx the access log writes are, and units
     read as a person expects."""
+    pinned = f'kato:container_cpu_usage:ratio_rate1m{{name="{stack.containers["cpu"]}"}} > 0.9'
+    wait_for(lambda: stack.instant(pinned), 60, interval=1, what="a minute of the pinned container's CPU")
     shown: list[dict[str, Any]] = []
     for name, board in dashboards().items():
         values = variable_values(stack, board)
