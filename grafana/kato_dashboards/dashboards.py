@@ -331,7 +331,10 @@ def sessions() -> Any:
                 "Events in the time range",
                 "Session events within the dashboard's time range.",
                 "none",
-                (f"round(sum by (event) (increase(kato_session_events_total{{{INSTANCE}}}{RANGE})))", "{{event}}"),
+                (
+                    f"round(sum by (event) (increase(kato_session_events_total{{{INSTANCE}}}{RANGE})))",
+                    "{{event}}",
+                ),
                 width=8,
                 height=8,
             )
