@@ -111,29 +111,26 @@ def channel_messages(bodies: Iterable[bytes]) -> dict[str, list[dict[str, Any]]]
     return messages
 
 
+def node(script: str, document: dict[str, Any]) -> Any:
+    """Run ``tests/grafana_js/<script>`` with ``document`` as JSON on stdin; its JSON answer."""
+    done = subprocess.run(
+        ["node", str(JS / script)], input=json.dumps(document), capture_output=True, text=True, check=True
+    )
+    return json.loads(done.stdout)
+
+
 def streaming_frames(version: str, messages: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     """What Grafana's StreamingDataFrame (@grafana/data ``version``) ends with on each channel."""
-    done = subprocess.run(
-        ["node", str(JS / "stream.cjs")],
-        input=json.dumps({"version": version, "channels": messages}),
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return json.loads(done.stdout)  # type: ignore[no-any-return]
+    return node("stream.cjs", {"version": version, "channels": messages})  # type: ignore[no-any-return]
 
 
 def displayed(version: str, panels: list[dict[str, Any]]) -> dict[str, list[dict[str, str]]]:
     """What Grafana shows in each stat, gauge or bar gauge (``tests/grafana_js/display.cjs``):
     by panel title, each value's title, text and colour."""
-    done = subprocess.run(
-        ["node", str(JS / "display.cjs")],
-        input=json.dumps({"version": version, "panels": panels}),
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return {panel["title"]: panel["values"] for panel in json.loads(done.stdout)}
+    return {
+        panel["title"]: panel["values"]
+        for panel in node("display.cjs", {"version": version, "panels": panels})
+    }
 
 
 # @grafana/schema of each pinned @grafana/data (11.6's is hoisted, 12.4's is its own)
