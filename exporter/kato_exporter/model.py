@@ -79,7 +79,6 @@ CPU_IDLE_MODES = ("idle", "iowait")  # a CPU waiting on I/O is free to run anyth
 @dataclass(frozen=True)
 class HostSample:
     cpu_seconds: Mapping[tuple[str, str], float]  # (cpu, mode) -> seconds since boot
-    cpu_count: int
     load1: float
     load5: float
     load15: float
@@ -90,6 +89,11 @@ class HostSample:
     boot_time_seconds: float
     filesystems: tuple[Filesystem, ...]
     network: Mapping[str, tuple[int, int]]  # device -> (receive, transmit) bytes
+
+    @property
+    def cpu_count(self) -> int:
+        """The CPUs the counters are of."""
+        return len({cpu for cpu, _ in self.cpu_seconds}) or 1
 
     @property
     def cpu_busy_seconds(self) -> float:
@@ -153,12 +157,23 @@ class SessionEvent:
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
+CODE_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+
+
 @dataclass(frozen=True)
 class RequestCounts:
     """HTTP requests seen in the KATO containers' access logs, by method and status code."""
 
     by_method_code: Mapping[tuple[str, str], int]
     containers: int  # log streams being followed
+
+    @property
+    def by_method_class(self) -> dict[tuple[str, str], int]:
+        """(method, "5xx") -> requests, every method and class there, at 0 until seen."""
+        classes = {(m, c): 0 for m in (*sorted(HTTP_METHODS), "OTHER") for c in CODE_CLASSES}
+        for (method, code), n in self.by_method_code.items():
+            classes[method, f"{code[:1]}xx"] += n
+        return classes
 
 
 @dataclass(frozen=True)

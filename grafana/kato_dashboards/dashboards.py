@@ -27,11 +27,11 @@ from grafana.kato_dashboards.panels import (
     timeline,
     unit_override,
 )
+from kato_exporter.model import KATO_HEALTH_STATES
 
 # the states the exporter reports, as in kato_container_state and kato_container_health_status
 CONTAINER_STATES = ("created", "running", "paused", "restarting", "removing", "exited", "dead")
 HEALTH_STATES = ("starting", "healthy", "unhealthy")
-KATO_HEALTH_STATES = ("healthy", "degraded", "unhealthy")  # what KATO's /health says
 RATE = "[$__rate_interval]"
 RANGE = "[$__range]"
 # Prometheus and Alertmanager scrape themselves every 15 s, not at the datasource's 5 s that

@@ -7,6 +7,7 @@ prometheus/rules/thresholds.yml as dashed lines, so a number changed there moves
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -158,16 +159,16 @@ NEUTRAL: Steps = ((None, "blue"),)  # a count, a rate, a time: no value is good 
 NONE_IS_GOOD: Steps = ((None, "green"), (1, "red"))  # a count of things that are wrong
 
 
-def rule_threshold(name: str) -> float:
-    """The number of ``threshold:<name>`` in prometheus/rules/thresholds.yml, read, never copied."""
+@functools.cache
+def rule_thresholds() -> dict[str, float]:
+    """The numbers of prometheus/rules/thresholds.yml by record name: read, never copied."""
     rules = yaml.safe_load(THRESHOLDS.read_text())["groups"][0]["rules"]
-    [expr] = [r["expr"] for r in rules if r["record"] == f"threshold:{name}"]
-    return float(expr.removeprefix("vector(").removesuffix(")"))
+    return {r["record"]: float(r["expr"].removeprefix("vector(").removesuffix(")")) for r in rules}
 
 
 def by_rules(ratio: str) -> Steps:
     """Green, orange from the rules' warning, red from their critical."""
-    warning, critical = rule_threshold(f"{ratio}:warning"), rule_threshold(f"{ratio}:critical")
+    warning, critical = (rule_thresholds()[f"threshold:{ratio}:{level}"] for level in ("warning", "critical"))
     return ((None, "green"), (warning, "orange"), (critical, "red"))
 
 

@@ -1,6 +1,6 @@
 """The legacy WebSocket bridge, spoken to as the old page speaks: a real exporter process with
 the KATO double on a real Redis, a KATO access log in a real container, and Alertmanager's
-webhook; each message checked against ../shared/legacy-ws-protocol.md."""
+webhook; each message checked against docs/legacy-protocol.md."""
 
 from __future__ import annotations
 

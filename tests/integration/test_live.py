@@ -141,6 +141,19 @@ def start_live_exporter(
     )
 
 
+def start_kato_live_exporter(
+    start_exporter: Callable[..., Exporter],
+    grafana: GrafanaStandin,
+    tmp: Path,
+    kato: Daemon,
+    redis: Daemon,
+    *flags: str,
+) -> Exporter:
+    """``start_live_exporter`` with KATO's API and Redis, polled every second."""
+    kato_flags = (f"--kato.url={kato.url}", f"--kato.redis-url={redis.url}", "--kato.interval=1s")
+    return start_live_exporter(start_exporter, grafana, tmp, *kato_flags, *flags)
+
+
 def post_alert(exporter: Exporter, status: str, labels: dict[str, str], summary: str) -> None:
     body = {
         "version": "4",
@@ -187,14 +200,8 @@ def test_points_equal_metrics_and_every_live_panel_field_is_pushed(
     limited = run_container("sleep 3600", "--memory", "64m")
     log_name = run_container(ACCESS_LOG)
     with grafana.serving():
-        exporter = start_live_exporter(
-            start_exporter,
-            grafana,
-            tmp_path,
-            f"--kato.url={kato.url}",
-            f"--kato.redis-url={redis_server.url}",
-            "--kato.interval=1s",
-            f"--kato.log-container={log_name}",
+        exporter = start_kato_live_exporter(
+            start_exporter, grafana, tmp_path, kato, redis_server, f"--kato.log-container={log_name}"
         )
         for ttl in (1, 600, 600):
             create_session(kato.url, ttl)

@@ -11,7 +11,7 @@ import pytest
 from kato_exporter.outputs.live import MEASUREMENTS
 from tests.conftest import docker, wait_for
 from tests.grafana_live import GRAFANA_VERSIONS, channel_messages, parse_line, streaming_frames
-from tests.integration.test_live import GrafanaStandin, create_session, post_alert, start_live_exporter
+from tests.integration.test_live import GrafanaStandin, create_session, post_alert, start_kato_live_exporter
 from tests.integration.test_live import influx as influx  # the fixture, for this module's tests
 
 pytestmark = pytest.mark.integration
@@ -25,14 +25,7 @@ def test_each_measurement_keeps_one_schema_and_grafanas_stream_takes_every_push(
     plain = run_container("sleep 3600")
     limited = run_container("sleep 3600", "--memory", "64m", "--cpus", "0.5")
     with grafana.serving():
-        exporter = start_live_exporter(
-            start_exporter,
-            grafana,
-            tmp_path,
-            f"--kato.url={kato.url}",
-            f"--kato.redis-url={redis_server.url}",
-            "--kato.interval=1s",
-        )
+        exporter = start_kato_live_exporter(start_exporter, grafana, tmp_path, kato, redis_server)
         create_session(kato.url, 1)  # expires
         session = create_session(kato.url, 600)
         time.sleep(3)

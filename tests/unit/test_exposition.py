@@ -32,7 +32,6 @@ ACCEPT = {
 }
 HOST = HostSample(
     cpu_seconds={(cpu, mode): 10.0 + n for cpu in "01" for n, mode in enumerate(("user", "idle", "iowait"))},
-    cpu_count=2,
     load1=0.5,
     load5=0.25,
     load15=0.125,

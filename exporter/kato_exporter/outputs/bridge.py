@@ -1,6 +1,6 @@
 """The old KATO dashboard page's WebSocket (``/ws``) and REST calls, served from the hub.
 
-The page's protocol (``../shared/legacy-ws-protocol.md``), with the old backend's faults fixed:
+The page's protocol (``docs/legacy-protocol.md``), with the old backend's faults fixed:
 
 - ``subscribe`` adds to a client's set and ``unsubscribe`` removes; an unknown name is answered
   with ``{"type":"error",...}`` and changes nothing; a client that never subscribed gets

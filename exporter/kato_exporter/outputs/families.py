@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import platform
 import re
-from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +28,6 @@ from prometheus_client.metrics_core import (
 from kato_exporter import __version__
 from kato_exporter.hub import Snapshot
 from kato_exporter.model import (
-    HTTP_METHODS,
     KATO_HEALTH_STATES,
     Container,
     ContainerMeta,
@@ -370,9 +368,6 @@ def session_families(s: SessionsSample | None) -> Iterator[Metric]:
     )
 
 
-CODE_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
-
-
 def request_families(r: RequestCounts | None) -> Iterator[Metric]:
     """kato_http_requests_total{method="GET",code="200"} 1520.0 and
     kato_http_responses_total{method="GET",code_class="2xx"} 1520.0.
@@ -388,14 +383,11 @@ def request_families(r: RequestCounts | None) -> Iterator[Metric]:
         ["method", "code"],
         ((list(key), n) for key, n in sorted(r.by_method_code.items())),
     )
-    classes = Counter({(m, c): 0 for m in (*sorted(HTTP_METHODS), "OTHER") for c in CODE_CLASSES})
-    for (method, code), n in r.by_method_code.items():
-        classes[method, f"{code[:1]}xx"] += n
     yield counter(
         "kato_http_responses_total",
         "Requests in the KATO containers' access logs, by status class (what the rules use).",
         ["method", "code_class"],
-        ((list(key), n) for key, n in classes.items()),
+        ((list(key), n) for key, n in r.by_method_class.items()),
     )
 
 

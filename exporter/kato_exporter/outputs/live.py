@@ -152,7 +152,7 @@ def point(measurement: str, tags: Mapping[str, str], fields: Fields, seconds: fl
     return [line(measurement, tags, values, seconds)]
 
 
-def _rates(rates: Rates, key: Any, seconds: float, counters: dict[str, float]) -> dict[str, float] | None:
+def _rates(rates: Rates, key: Any, seconds: float, counters: Mapping[str, float]) -> dict[str, float] | None:
     """Each counter's rate, named as the counter is, once every one has two values. Rates
     are differences of samples taken at a moment's jitter: six significant digits are all
     they carry, and the longest part of a line without rounding."""
@@ -240,14 +240,12 @@ def kato_lines(k: KatoSample, seconds: float) -> list[str]:
     return point("kato", {}, {"sessions_reported": k.sessions_reported}, seconds)
 
 
-CODE_CLASSES = ("2xx", "3xx", "4xx", "5xx")
-
-
 def request_lines(r: RequestCounts, seconds: float, rates: Rates) -> list[str]:
-    totals = Counter({cls: 0 for cls in CODE_CLASSES})
-    for (_, code), n in r.by_method_code.items():
-        totals[f"{code[:1]}xx"] += n
-    rated = _rates(rates, "requests", seconds, {f"rate_{cls}": totals[cls] for cls in CODE_CLASSES})
+    totals = dict.fromkeys(MEASUREMENTS["requests"], 0)
+    for (_, cls), n in r.by_method_class.items():
+        if f"rate_{cls}" in totals:
+            totals[f"rate_{cls}"] += n
+    rated = _rates(rates, "requests", seconds, totals)
     return [] if rated is None else point("requests", {}, rated, seconds)
 
 

@@ -3,7 +3,7 @@ so the exporter can run in a container with the host mounted.
 
 Yields::
 
-    HostSample(cpu_seconds={("0", "user"): 1520.3, ("0", "idle"): 86010.2, ...}, cpu_count=2,
+    HostSample(cpu_seconds={("0", "user"): 1520.3, ("0", "idle"): 86010.2, ...},
                load1=0.3, load5=0.2, load15=0.1,
                memory_total_bytes=25165824000, memory_available_bytes=24000000000,
                swap_total_bytes=0, swap_used_bytes=0, boot_time_seconds=1795700000.0,
@@ -80,7 +80,6 @@ class HostSource:
         }
         return HostSample(
             cpu_seconds=cpu,
-            cpu_count=len({n for n, _ in cpu}) or 1,
             load1=load[0],
             load5=load[1],
             load15=load[2],
