@@ -19,6 +19,8 @@ account's token, made through Grafana's API, lets the exporter push to Grafana L
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import os
 import secrets
 import shutil
@@ -37,6 +39,9 @@ import yaml
 from kato_exporter.grafana_token import make_token
 
 ROOT = Path(__file__).resolve().parent.parent
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+STOP_TIMEOUT = 10.0  # seconds each program has to stop on SIGTERM before it is killed
+PR_SET_PDEATHSIG = 1
 
 
 @dataclass
@@ -174,19 +179,30 @@ class Program:
             self.command,
             stdout=self.log.open("ab"),
             stderr=subprocess.STDOUT,
-            start_new_session=True,
+            start_new_session=True,  # a terminal's Ctrl-C reaches the stack, which stops each in turn
+            preexec_fn=die_with_parent,
             env={**os.environ, **self.env},
         )
         wait_ready(self)
 
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def signal(self, signum: int) -> None:
+        """Signal the program's process group: whatever it started goes with it."""
+        if self.running():
+            assert self.process is not None
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signum)
+
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop([self])
+
+
+def die_with_parent() -> None:
+    """In the child: SIGTERM when the stack's process ends, however it ends (even SIGKILL)."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def start_grafana(s: Settings) -> Program:
@@ -336,9 +352,37 @@ def wait_ready(program: Program, timeout: float = 30.0) -> None:
     raise RuntimeError(f"{program.name} not ready after {timeout:g}s; see {program.log}")
 
 
-def stop(programs: list[Program]) -> None:
+def stop(programs: list[Program], timeout: float = STOP_TIMEOUT) -> None:
+    """SIGTERM to every program at once; SIGKILL, logged, to any still running after ``timeout``."""
     for program in reversed(programs):
-        program.stop()
+        program.signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for program in programs:
+        if program.process is None:
+            continue
+        try:
+            program.process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            print(f"stack: {program.name} did not stop within {timeout:g}s: killed", file=sys.stderr)
+            program.signal(signal.SIGKILL)
+            program.process.wait()
+
+
+class Stopped(BaseException):
+    """A signal asked the stack to stop (BaseException: nothing on the way catches it)."""
+
+
+def stop_on_signals() -> None:
+    """SIGTERM, SIGINT and SIGHUP each stop the stack, however it was started: a background job
+    of a script inherits SIGINT ignored, and a service manager sends SIGTERM."""
+
+    def handler(signum: int, _frame: object) -> None:
+        for each in STOP_SIGNALS:  # one stop: a second signal does not interrupt it
+            signal.signal(each, signal.SIG_IGN)
+        raise Stopped(signal.Signals(signum).name)
+
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, handler)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -360,22 +404,35 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("KATO_REMOTE_WRITE_URL"),
         help="Prometheus remote_write to this URL (VictoriaMetrics: http://host:8428/api/v1/write)",
     )
+    ports = {"exporter": 9817, "prometheus": 9090, "alertmanager": 9093, "grafana": 3000}
+    for name, port in ports.items():
+        parser.add_argument(f"--{name}-port", type=int, default=port, help=f"{name}'s port (default {port})")
     parser.add_argument("exporter_args", nargs="*", help="flags for kato-exporter, after --")
     args = parser.parse_args(argv)
     settings = Settings(
         state=args.state.resolve(),
         exporter_args=args.exporter_args,
-        ha_port=9095 if args.ha else None,
         remote_write_url=args.remote_write,
+        exporter_port=args.exporter_port,
+        prometheus_port=args.prometheus_port,
+        alertmanager_port=args.alertmanager_port,
+        ha_port=args.alertmanager_port + 2 if args.ha else None,
+        cluster_ports=(args.alertmanager_port + 1, args.alertmanager_port + 3),
+        grafana_port=args.grafana_port,
     )
+    stop_on_signals()  # from here: a signal while the programs start stops those started
     try:
         programs = start(settings)
     except RuntimeError as exc:
         print(f"stack: {exc}", file=sys.stderr)
         return 1
+    except Stopped as why:
+        print(f"stack: {why} while starting: stopped", file=sys.stderr)
+        return 0
     print("KATO monitoring stack is up:")
     for program in programs:
-        print(f"  {program.name:<14} {program.url}   (log: {program.log})")
+        assert program.process is not None
+        print(f"  {program.name:<14} {program.url}   (pid {program.process.pid}, log: {program.log})")
     if settings.grafana:
         print(f"Grafana: user admin, password in {settings.state / 'secrets' / 'grafana_admin_password'}")
     else:
@@ -384,23 +441,23 @@ def main(argv: list[str] | None = None) -> int:
             "(Grafana's APT repository or its standalone tarball, https://grafana.com/grafana/download; "
             "set KATO_GRAFANA_HOME to the tarball's folder) and run again."
         )
-    print(f"State in {settings.state}. Ctrl-C stops them all.", flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
+    print(f"State in {settings.state}. Ctrl-C, SIGTERM or SIGHUP stops them all.", flush=True)
     status = 0
     try:
         while status == 0:
             for program in programs:
-                if program.process is not None and program.process.poll() is not None:
+                if not program.running():
+                    assert program.process is not None
                     print(
                         f"stack: {program.name} exited ({program.process.returncode}); see {program.log}",
                         file=sys.stderr,
                     )
                     status = 1
             time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
-    print("stopping…", flush=True)
+    except Stopped as why:
+        print(f"stack: {why}: stopping…", flush=True)
     stop(programs)
+    print("stack: stopped", flush=True)
     return status
 
 
