@@ -30,6 +30,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--check-config", action="store_true", help="Validate the configuration, print it and exit."
     )
+    p.add_argument(
+        "--health-check",
+        action="store_true",
+        help="Ask the exporter these settings describe whether it is healthy (its /-/healthy) and exit "
+        "0 if so, 1 if not: for Docker's HEALTHCHECK and service managers.",
+    )
     p.add_argument("--version", action="version", version=f"kato-exporter {__version__}")
     for leaf in leaves():
         text = f"{leaf.field.metadata['help']} [{leaf.env}]"
@@ -46,14 +52,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = vars(parser().parse_args(argv))
     config_file = args.pop("config_file")
     check_only = args.pop("check_config")
+    health_check = args.pop("health_check")
     from kato_exporter.outputs.webconfig import load_web_config  # bcrypt, ssl: only past --help
 
     try:
         config = load({k: v for k, v in args.items() if v is not None}, os.environ, config_file)
-        load_web_config(config.web.config_file)  # checked here, so that a bad one exits 2
+        security = load_web_config(config.web.config_file)  # checked here, so that a bad one exits 2
     except ConfigError as exc:
         print(f"kato-exporter: configuration error: {exc}", file=sys.stderr)
         return 2
+    if health_check:
+        from kato_exporter import healthcheck
+
+        return healthcheck.main(config, security)
     if check_only:
         print(f"configuration OK{f' ({config_file})' if config_file else ''}")
         for leaf in leaves():

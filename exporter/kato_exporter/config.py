@@ -182,6 +182,12 @@ class WebConfig:
         "(tls_server_config, basic_auth_users with bcrypt hashes).",
         flag="web.config.file",
     )
+    health_check_auth_file: str = setting(
+        "",
+        parse_file,
+        "File holding user:password for --health-check, when the web config file asks for basic auth.",
+        flag="web.health-check.auth-file",
+    )
 
 
 @dataclass(frozen=True)
