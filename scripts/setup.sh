@@ -11,7 +11,7 @@ VENV=${VENV:-.venv}
 IMAGE=kato-test/busybox:latest
 STACK_PACKAGES=(prometheus prometheus-alertmanager)
 TEST_PACKAGES=(docker.io busybox-static redis-server prometheus-node-exporter iproute2 openssl util-linux influxdb chromium
-  haproxy docker-compose debootstrap victoria-metrics)
+  haproxy docker-compose debootstrap victoria-metrics systemd)
 GRAFANA_JS=tests/grafana_js  # Grafana's published frontend packages, pinned by its lockfile
 
 install_venv() {

@@ -79,11 +79,22 @@ class Settings:
 def render(s: Settings) -> tuple[Path, Path]:
     """Write the configs into <state>/config; return the Prometheus and Alertmanager config files."""
     config = s.state / "config"
-    prometheus, alertmanager = config / "prometheus", config / "alertmanager"
-    for source, target in ((ROOT / "prometheus", prometheus), (ROOT / "alertmanager", alertmanager)):
+    for target in (config / "prometheus", config / "alertmanager"):
         if target.exists():
             shutil.rmtree(target)
-        shutil.copytree(source, target, ignore=shutil.ignore_patterns("tests"))
+    files = render_into(s, config / "prometheus", config / "alertmanager", webhook_token(s), s.targets)
+    render_grafana(s, config / "grafana")
+    return files
+
+
+def render_into(
+    s: Settings, prometheus: Path, alertmanager: Path, token: Path, targets: Path | str
+) -> tuple[Path, Path]:
+    """The repository's prometheus/ and alertmanager/ copied into these folders (over what is
+    there) with ports, addresses, the other hosts' target files, the webhook's token file and the
+    secrets' paths filled in; return the two config files."""
+    for source, target in ((ROOT / "prometheus", prometheus), (ROOT / "alertmanager", alertmanager)):
+        shutil.copytree(source, target, ignore=shutil.ignore_patterns("tests"), dirs_exist_ok=True)
 
     prom = yaml.safe_load((prometheus / "prometheus.yml").read_text())
     if s.evaluation_interval:
@@ -95,7 +106,7 @@ def render(s: Settings) -> tuple[Path, Path]:
             job["scrape_interval"] = s.scrape_interval or job["scrape_interval"]
             local = {"targets": [f"localhost:{s.exporter_port}"], "labels": {"host": s.host_label}}
             job["static_configs"] = [local]
-            job["file_sd_configs"][0]["files"] = [str(s.targets / "*.yml")]  # the repository's, live
+            job["file_sd_configs"][0]["files"] = [str(Path(targets) / "*.yml")]
         if job["job_name"] == "prometheus":
             job["static_configs"] = [{"targets": [f"localhost:{s.prometheus_port}"]}]
         if job["job_name"] == "alertmanager":
@@ -119,11 +130,10 @@ def render(s: Settings) -> tuple[Path, Path]:
     for receiver in am["receivers"]:
         for hook in receiver.get("webhook_configs", []):
             hook["url"] = f"http://localhost:{s.exporter_port}/api/v1/alertmanager"
-            hook["http_config"]["authorization"]["credentials_file"] = str(webhook_token(s))
+            hook["http_config"]["authorization"]["credentials_file"] = str(token)
         for mail in receiver.get("email_configs", []):
             mail["to"] = s.email_to or mail["to"]
     (alertmanager / "alertmanager.yml").write_text(yaml.safe_dump(am, sort_keys=False))
-    render_grafana(s, config / "grafana")
     return prometheus / "prometheus.yml", alertmanager / "alertmanager.yml"
 
 

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from kato_exporter import __version__
-from kato_exporter.config import ConfigError, leaves, load, redact
+from kato_exporter.config import ConfigError, leaves, load, parse_duration, redact
 
 log = logging.getLogger("kato_exporter")
 
@@ -36,6 +36,13 @@ def parser() -> argparse.ArgumentParser:
         help="Ask the exporter these settings describe whether it is healthy (its /-/healthy) and exit "
         "0 if so, 1 if not: for Docker's HEALTHCHECK and service managers.",
     )
+    p.add_argument(
+        "--health-check.wait",
+        dest="health_check_wait",
+        metavar="DURATION",
+        default="0s",
+        help="With --health-check: keep asking until healthy or this long has passed (e.g. 30s).",
+    )
     p.add_argument("--version", action="version", version=f"kato-exporter {__version__}")
     for leaf in leaves():
         text = f"{leaf.field.metadata['help']} [{leaf.env}]"
@@ -53,18 +60,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     config_file = args.pop("config_file")
     check_only = args.pop("check_config")
     health_check = args.pop("health_check")
+    health_check_wait = args.pop("health_check_wait")
     from kato_exporter.outputs.webconfig import load_web_config  # bcrypt, ssl: only past --help
 
     try:
         config = load({k: v for k, v in args.items() if v is not None}, os.environ, config_file)
         security = load_web_config(config.web.config_file)  # checked here, so that a bad one exits 2
+        wait = 0.0 if health_check_wait in ("0", "0s") else parse_duration(health_check_wait)
     except ConfigError as exc:
         print(f"kato-exporter: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"kato-exporter: --health-check.wait: {exc}", file=sys.stderr)
         return 2
     if health_check:
         from kato_exporter import healthcheck
 
-        return healthcheck.main(config, security)
+        return healthcheck.main(config, security, wait)
     if check_only:
         print(f"configuration OK{f' ({config_file})' if config_file else ''}")
         for leaf in leaves():

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import ssl
 import sys
+import time
 import urllib.error
 import urllib.request
 
@@ -65,8 +66,12 @@ def check(config: Config, security: WebSecurity, timeout: float = TIMEOUT) -> tu
         return False, f"{target}: {getattr(exc, 'reason', exc)}"
 
 
-def main(config: Config, security: WebSecurity) -> int:
-    healthy, seen = check(config, security)
+def main(config: Config, security: WebSecurity, wait: float = 0.0) -> int:
+    """One check; with ``wait``, checks every half second until healthy or ``wait`` has passed."""
+    deadline = time.monotonic() + wait
+    while not (result := check(config, security))[0] and time.monotonic() < deadline:
+        time.sleep(0.5)
+    healthy, seen = result
     print(
         f"kato-exporter: {'healthy' if healthy else 'unhealthy'}: {seen}",
         file=sys.stdout if healthy else sys.stderr,
