@@ -142,6 +142,8 @@ class SessionsSample:
     active: int
     events_total: Mapping[str, int]  # created|destroyed|expired -> count since start
     index_stale: int | None = None  # index members whose session is gone (redis mode)
+    # redis mode: changes a reconcile found that no event announced (created|ended -> count)
+    missed_total: Mapping[str, int] | None = None
 
 
 @dataclass(frozen=True)

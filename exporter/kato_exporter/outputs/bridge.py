@@ -508,9 +508,9 @@ class Bridge:
             event = await self._events.get()
             now = time.time()
             if isinstance(event, SessionEvent):
-                message = session_message(event, event.timestamp - self._last_event)
-                self._last_event = event.timestamp
-                self.broadcast("session_events", message, now)
+                since, self._last_event = event.timestamp - self._last_event, event.timestamp
+                if self.clients:  # nobody to tell: no JSON (thousands of sessions a second)
+                    self.broadcast("session_events", session_message(event, since), now)
             elif isinstance(event, AlertNotice):
                 alert = legacy_alert(event)
                 if event.status == "firing":

@@ -366,6 +366,14 @@ def session_families(s: SessionsSample | None) -> Iterator[Metric]:
         ["event"],
         (([e], n) for e, n in sorted(s.events_total.items())),
     )
+    if s.missed_total is not None:
+        yield counter(
+            "kato_session_events_missed_total",
+            "Session changes that no event announced, found by a reconcile with KATO's index "
+            "(the subscription fell behind or was lost): created, ended (deleted or expired).",
+            ["event"],
+            (([e], n) for e, n in sorted(s.missed_total.items())),
+        )
 
 
 def request_families(r: RequestCounts | None) -> Iterator[Metric]:

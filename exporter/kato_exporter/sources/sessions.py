@@ -34,12 +34,13 @@ from typing import Any
 
 import aiohttp
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
 from kato_exporter.config import redact
 from kato_exporter.model import SessionEvent, SessionsSample
 from kato_exporter.sources.kato import KatoApi, field
-from kato_exporter.supervision import Backoff, Link, SourceError
+from kato_exporter.supervision import Backoff, Link, SourceError, reason
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ class _Sessions:
         self.active = 0
         self.index_stale: int | None = None
         self.events_total = dict.fromkeys(EVENTS, 0)
+        self.missed_total: dict[str, int] | None = None
         self._emit = emit
         self._clock = clock
         backoff = Backoff(self.first_delay, self.max_delay)
@@ -86,7 +88,8 @@ class _Sessions:
 
     async def collect(self) -> SessionsSample:
         await self._link.report()
-        return SessionsSample(self.mode, self.active, dict(self.events_total), self.index_stale)
+        missed = dict(self.missed_total) if self.missed_total is not None else None
+        return SessionsSample(self.mode, self.active, dict(self.events_total), self.index_stale, missed)
 
     def _record(self, event: str) -> None:
         self.events_total[event] += 1
@@ -124,6 +127,9 @@ class RedisSessions(_Sessions):
         self._configure = configure
         self._reconcile_interval = reconcile_interval
         self.known: set[str] = set()
+        self._missed = {"created": 0, "ended": 0}
+        self.missed_total = self._missed
+        self._reconciled = False  # the first reconcile finds what was there before us: not missed
         self._touched: set[str] | None = None  # ids with events while a reconcile reads
         self._marker = f"kato-exporter:reconcile:{uuid.uuid4().hex}"
 
@@ -145,6 +151,40 @@ class RedisSessions(_Sessions):
     async def _follow(self, client: aioredis.Redis) -> None:
         db = client.connection_pool.connection_kwargs.get("db", 0)
         await self._enable_notifications(client, db)
+        run_id = await self._run_id(client)
+        try:
+            await self._subscribed(client, db)
+        except RedisConnectionError as exc:
+            raise SourceError(await self._why_lost(client, run_id, exc)) from None
+
+    async def _why_lost(self, client: aioredis.Redis, run_id: str | None, exc: Exception) -> str:
+        """Why the subscription ended. A Redis that is still the same one (same run_id) has
+        dropped us: a subscriber further behind than its ``client-output-buffer-limit pubsub``
+        is disconnected (or somebody ran CLIENT KILL)."""
+        try:
+            now = await self._run_id(client)
+            if run_id is None or now != run_id:
+                return reason(exc) if run_id is None else f"Redis restarted ({reason(exc)})"
+            limits = await client.config_get("client-output-buffer-limit")
+        except RedisError:
+            return reason(exc)
+        limit = str(limits.get("client-output-buffer-limit", ""))
+        pubsub = limit.split("pubsub ")[1] if "pubsub " in limit else "?"
+        return (
+            "Redis dropped the subscription, most likely because this exporter fell further behind "
+            f"than its client-output-buffer-limit pubsub ({pubsub}: hard bytes, soft bytes, soft "
+            "seconds) allows; what was missed is counted in kato_session_events_missed_total"
+        )
+
+    @staticmethod
+    async def _run_id(client: aioredis.Redis) -> str | None:
+        """This Redis' run_id (a new one at each start), or None where INFO is denied."""
+        try:
+            return str((await client.info("server")).get("run_id"))
+        except ResponseError:
+            return None
+
+    async def _subscribed(self, client: aioredis.Redis, db: int) -> None:
         channel_prefix = f"__keyspace@{db}__:{KEY_PREFIX}"
         pubsub = client.pubsub()
         try:
@@ -283,35 +323,39 @@ class RedisSessions(_Sessions):
         touched, self._touched = self._touched, None
         appeared = live - self.known - touched
         vanished = self.known - live - touched
-        if appeared or vanished:
-            log.info(
-                "sessions: reconciled with KATO's index: %d live (%d unseen starts, %d unseen ends)",
+        if self._reconciled and (appeared or vanished):
+            log.warning(
+                "sessions: reconciled with KATO's index: %d live, %d starts and %d ends no event "
+                "announced (counted in kato_session_events_missed_total)",
                 len(live),
                 len(appeared),
                 len(vanished),
             )
+            self._missed["created"] += len(appeared)
+            self._missed["ended"] += len(vanished)
+        self._reconciled = True
         self.known |= appeared
         self.known -= vanished
         self.active = len(self.known)
         self.index_stale = max(0, indexed - len(live))
 
-    async def _apply(
-        self, pubsub: Any, channel_prefix: str, seconds: float, token: str | None = None
-    ) -> bool:
-        """Apply the subscription's messages for ``seconds`` (0: those already there), or
-        until our own ``token`` comes back on it: then True."""
+    async def _apply(self, pubsub: Any, channel_prefix: str, silence: float, token: str) -> bool:
+        """Apply the subscription's messages until our own ``token`` comes back on it: then
+        True; False once it has been silent for ``silence`` seconds. A subscription that is
+        delivering is alive, however far behind it is."""
         loop = asyncio.get_running_loop()
-        end = loop.time() + seconds
+        end = loop.time() + silence
         while True:
             wait = max(0.0, end - loop.time())
             message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=wait)
             if message is None:
                 if loop.time() >= end:
                     return False
-            elif token is not None and message["type"] == "message" and message["data"] == token:
+            elif message["type"] == "message" and message["data"] == token:
                 return True
             else:
                 self._on_message(message, channel_prefix)
+                end = loop.time() + silence
 
     async def _round_trip(self, client: aioredis.Redis, pubsub: Any, channel_prefix: str) -> None:
         """Publish a token on our own channel and apply every message until it comes back:
@@ -320,7 +364,8 @@ class RedisSessions(_Sessions):
         await client.publish(self._marker, token)
         if not await self._apply(pubsub, channel_prefix, self.timeout, token):
             raise SourceError(
-                f"the subscription is silent: our own message did not come back within {self.timeout:g}s"
+                f"the subscription is silent: nothing came on it for {self.timeout:g}s, not even our "
+                "own message"
             )
 
 
