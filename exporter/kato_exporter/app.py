@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from kato_exporter import __version__
-from kato_exporter.config import Config, read_secret
+from kato_exporter.config import Config, read_secret, split_address
 from kato_exporter.hub import Hub
 from kato_exporter.model import SessionEvent
 from kato_exporter.outputs.bridge import Bridge
@@ -117,11 +117,6 @@ def kato_sources(config: Config, emit: Callable[[SessionEvent], None]) -> list[A
     if logs:
         sources.append(AccessLogSource(url, kato.log_container))
     return sources
-
-
-def split_address(address: str) -> tuple[str | None, int]:
-    host, _, port = address.rpartition(":")
-    return (host.strip("[]") or None), int(port)
 
 
 async def serve(config: Config, stop: asyncio.Event, hub: Hub | None = None) -> None:

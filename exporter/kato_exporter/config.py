@@ -107,6 +107,12 @@ def parse_listen_address(raw: Any) -> str:
     return text
 
 
+def split_address(address: str) -> tuple[str | None, int]:
+    """``[host]:port`` (as --web.listen-address takes it) → (host or None for every address, port)."""
+    host, _, port = address.rpartition(":")
+    return (host.strip("[]") or None), int(port)
+
+
 def parse_path(raw: Any) -> str:
     text = parse_str(raw)
     if not re.fullmatch(r"/[A-Za-z0-9._~/-]*", text) or text in ("/", "/-/healthy", "/-/ready"):

@@ -19,16 +19,15 @@ import time
 import urllib.error
 import urllib.request
 
-from kato_exporter.config import Config, read_secret
+from kato_exporter.config import Config, read_secret, split_address
 from kato_exporter.outputs.webconfig import WebSecurity
 
 TIMEOUT = 3.0  # seconds; Docker's HEALTHCHECK in the image allows 5
 
 
 def url(config: Config, security: WebSecurity) -> str:
-    host, _, port = config.web.listen_address.rpartition(":")
-    host = host.strip("[]")
-    if host in ("", "0.0.0.0"):
+    host, port = split_address(config.web.listen_address)
+    if host in (None, "0.0.0.0"):
         host = "127.0.0.1"
     elif host == "::":
         host = "::1"
