@@ -107,13 +107,22 @@ def percentiles(scrapes: tuple[list[float], int]) -> dict[str, float]:
 
 
 def timed_scrapes(
-    url: str, seconds: float, period: float = 0.0, phase: float = 0.0
+    url: str,
+    seconds: float,
+    period: float = 0.0,
+    phase: float = 0.0,
+    source: str | None = None,
+    warm_up: float = 0.0,
 ) -> tuple[list[float], int]:
     """Scrape ``url`` with Prometheus' headers on one keep-alive connection, every ``period``
     seconds (0: back to back) starting after ``phase``, for ``seconds``: each scrape's ms,
-    and how many failed (10 s timeout, or not 200)."""
+    and how many failed (10 s timeout, or not 200). ``source``: the address to scrape from
+    (the exporter tells scrapers apart by it); scrapes in the first ``warm_up`` seconds are not
+    timed (the exporter learns each scraper's period)."""
     parts = urllib.parse.urlsplit(url)
-    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    connection = http.client.HTTPConnection(
+        parts.hostname, parts.port, timeout=10, source_address=(source, 0) if source else None
+    )
     headers = dict(h.split(": ", 1) for h in SCRAPER_HEADERS)
     latencies: list[float] = []
     failed = 0
@@ -131,8 +140,9 @@ def timed_scrapes(
             failed += 1
             connection.close()
             continue
-        latencies.append((time.perf_counter() - started) * 1000)
-        failed += response.status != 200
+        if time.monotonic() - start >= warm_up:
+            latencies.append((time.perf_counter() - started) * 1000)
+            failed += response.status != 200
     connection.close()
     return latencies, failed
 

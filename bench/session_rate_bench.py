@@ -6,9 +6,11 @@ For each rate: a fresh redis-server, the KATO double, and the exporter as its ow
 command line). A load generator, in a process of its own, writes sessions straight into Redis as
 KATO writes them (``SET kato:session:<id> … EX ttl`` and ``SADD`` to the index), spread evenly over
 each second, for ``--seconds``: half of them live an hour, half expire within seconds. Meanwhile
-/metrics is scraped at random moments (every 0.1–0.3 s) and timed. Then, once Redis has expired what
-it should, the exporter's counts are compared with what was written: created, expired, missed, and
-whether the subscription was ever lost. The exporter's CPU is read from /proc over the load.
+/metrics is scraped as 20 Prometheus servers would, each every 5 s from an address of its own at
+its own phase (their periods learned before the load starts), and each scrape is timed. Then, once
+Redis has expired what it should, the exporter's counts are compared with what was written:
+created, expired, missed, and whether the subscription was ever lost. The exporter's CPU is read
+from /proc over the load.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ import multiprocessing
 import os
 import platform
 import random
+import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from datetime import UTC, datetime
@@ -30,6 +34,7 @@ from pathlib import Path
 import psutil
 import redis
 
+from bench.exporter_bench import timed_scrapes
 from tests.conftest import Daemon, answers_http, answers_tcp, free_port, redis_command
 from tests.exposition import Exposition
 
@@ -38,6 +43,8 @@ PREFIX = "kato:session:"
 INDEX = PREFIX + "_active_index"
 PROFILE = os.environ.get("KATO_BENCH_PROFILE")  # a file: py-spy's samples of the exporter, collapsed
 TICKS = 20  # writes per second, each a pipeline of rate / TICKS sessions
+SCRAPERS, PERIOD = 20, 5.0  # as 20 Prometheus servers, each from its own address, at its own phase
+WARM_UP = 12.0  # seconds of scrapes before the load, not timed: the exporter learns their periods
 
 
 def generate(url: str, rate: int, seconds: int, started: multiprocessing.Event) -> None:  # type: ignore[valid-type]
@@ -57,6 +64,18 @@ def generate(url: str, rate: int, seconds: int, started: multiprocessing.Event) 
         delay = begin + (tick + 1) / TICKS - time.monotonic()
         if delay > 0:
             time.sleep(delay)
+
+
+def expire_short_lived(url: str, rate: int, seconds: int) -> None:
+    """Read every short-lived session's key: Redis' active expiry samples keys at random, and among
+    many long-lived ones takes minutes to find the last short-lived few."""
+    client = redis.Redis.from_url(url)
+    batch = rate // TICKS
+    for tick in range(seconds * TICKS):
+        pipe = client.pipeline(transaction=False)
+        for i in range(0, batch, 2):
+            pipe.exists(f"{PREFIX}session-{tick:05d}-{i:05d}")
+        pipe.execute()
 
 
 def metrics(url: str) -> Exposition:
@@ -116,6 +135,20 @@ def run(rate: int, seconds: int, folder: Path) -> dict[str, object]:
         time.sleep(2)
         before = metrics(url)
         errors_before = before.value("kato_exporter_collect_errors_total", source="kato_sessions") or 0
+        timings: list[tuple[list[float], int]] = []
+        scrapers = [
+            threading.Thread(
+                target=lambda k=k: timings.append(
+                    timed_scrapes(
+                        url, WARM_UP + seconds, PERIOD, k * PERIOD / SCRAPERS, f"127.0.0.{10 + k}", WARM_UP
+                    )
+                )
+            )
+            for k in range(SCRAPERS)
+        ]
+        for scraper in scrapers:
+            scraper.start()
+        time.sleep(WARM_UP)  # each scraper's period learned, as for a Prometheus that has been running
         started = multiprocessing.Event()
         generator = multiprocessing.Process(target=generate, args=(redis_url, rate, seconds, started))
         generator.start()
@@ -135,30 +168,42 @@ def run(rate: int, seconds: int, folder: Path) -> dict[str, object]:
                 str(exporter.proc.pid),
             ]
             subprocess.Popen([str(py_spy), *record], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        latencies = []
-        while generator.is_alive():
-            begin = time.perf_counter()
-            metrics(url)
-            latencies.append(time.perf_counter() - begin)
-            time.sleep(random.uniform(0.1, 0.3))
-        cpu = (cpu_seconds(exporter.proc.pid) - cpu0) / (time.monotonic() - t0)
+        generator.join()
+        load_seconds = time.monotonic() - t0  # longer than asked when the generator cannot keep up
+        cpu = (cpu_seconds(exporter.proc.pid) - cpu0) / load_seconds
+        at_end = metrics(url).value("kato_session_events_total", event="created") or 0
+        for scraper in scrapers:
+            scraper.join()
+        latencies = sorted(ms for scrapes, _ in timings for ms in scrapes)
+        failed = sum(failures for _, failures in timings)
         written = rate // TICKS * TICKS * seconds
-        client = redis.Redis.from_url(redis_url)
-        deadline = time.monotonic() + 120
-        while client.dbsize() > written // 2 + 1 and time.monotonic() < deadline:  # + the index
+        time.sleep(7)  # past the longest short TTL; then touch them, for Redis samples few of them
+        expire_short_lived(redis_url, rate, seconds)  # an expired key read is expired at once
+        after, last, still = before, None, time.monotonic()
+        while time.monotonic() - still < 15:  # Redis expires, the exporter counts (or reconnects)
             time.sleep(0.5)
-        time.sleep(3)  # the last events reach the exporter
-        after = metrics(url)
+            after = metrics(url)
+            state = (
+                after.value("kato_exporter_source_up", source="kato_sessions"),
+                *(after.value("kato_session_events_total", event=e) for e in ("created", "expired")),
+                *(after.value("kato_session_events_missed_total", event=e) for e in ("created", "ended")),
+            )
+            if state != last:
+                last, still = state, time.monotonic()
 
         def count(name: str, **labels: str) -> float:
             return (after.value(name, **labels) or 0) - (before.value(name, **labels) or 0)
 
-        latencies.sort()
         return {
             "rate_per_s": rate,
             "seconds": seconds,
+            "load_seconds": round(load_seconds, 1),
             "written": written,
             "created": count("kato_session_events_total", event="created"),
+            "created_or_missed": count("kato_session_events_total", event="created")
+            + count("kato_session_events_missed_total", event="created"),
+            "behind_at_end": written
+            - (at_end - (before.value("kato_session_events_total", event="created") or 0)),
             "expired": count("kato_session_events_total", event="expired"),
             "expected_expired": written // 2,
             "missed": {
@@ -168,10 +213,11 @@ def run(rate: int, seconds: int, folder: Path) -> dict[str, object]:
             "source_errors": (after.value("kato_exporter_collect_errors_total", source="kato_sessions") or 0)
             - errors_before,
             "exporter_cpu_percent_of_a_core": round(cpu * 100, 1),
-            "metrics_p50_ms": round(statistics.median(latencies) * 1000, 1),
-            "metrics_p99_ms": round(latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1000, 1),
-            "metrics_max_ms": round(latencies[-1] * 1000, 1),
+            "metrics_p50_ms": round(statistics.median(latencies), 1),
+            "metrics_p99_ms": round(latencies[max(0, int(len(latencies) * 0.99) - 1)], 1),
+            "metrics_max_ms": round(latencies[-1], 1),
             "scrapes": len(latencies),
+            "scrapes_failed": failed,
         }
     finally:
         for daemon in reversed(daemons):
@@ -183,6 +229,7 @@ def main() -> None:
     parser.add_argument("--rates", type=int, nargs="+", default=[5000, 10000, 15000, 20000])
     parser.add_argument("--seconds", type=int, default=30)
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop what was started, as on Ctrl-C
     rows = []
     for rate in args.rates:
         row = run(rate, args.seconds, Path(f"/tmp/kato-bench-rate-{rate}"))

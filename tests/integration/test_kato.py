@@ -58,6 +58,11 @@ def events(exporter: Exporter) -> dict[str, float]:
     return {labels["event"]: value for labels, value in e.all("kato_session_events_total")}
 
 
+def missed(exporter: Exporter) -> dict[str, float]:
+    e = exporter.scrape()
+    return {labels["event"]: value for labels, value in e.all("kato_session_events_missed_total")}
+
+
 def value(exporter: Exporter, name: str, **labels: str) -> float | None:
     return exporter.scrape().value(name, **labels)
 
@@ -86,6 +91,7 @@ def test_redis_mode_counts_every_change_exactly_once(start_exporter, kato_double
     wait_for(lambda: value(exporter, "kato_sessions_reported") == 9, 12, what="KATO's count of 9")
     time.sleep(1)
     assert events(exporter) == {"created": 12, "destroyed": 4, "expired": 4}
+    assert missed(exporter) == {"created": 0, "ended": 0}
 
 
 def test_api_mode_sees_creates_and_deletes_but_not_expiry(start_exporter, kato_double):

@@ -3,14 +3,17 @@ and a subscription whose connection goes silent without closing."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import threading
+import time
 
 import pytest
 import redis
 
 from tests.conftest import free_port, wait_for
-from tests.integration.test_kato import create, start_kato_exporter, value
+from tests.integration.test_kato import create, events, missed, start_kato_exporter, value
 
 pytestmark = pytest.mark.integration
 
@@ -109,12 +112,65 @@ def test_a_silent_subscription_is_noticed(start_exporter, kato_double, redis_ser
         15,
         what="the silent subscription noticed",
     )
-    # redis-py's health check or our own round trip, whichever times out first
+    # our own round trip through the subscription times out
     assert f"Redis keyspace events at redis://127.0.0.1:{proxy.port}/0: lost: " in exporter.log.read_text()
     wait_for(  # a new connection through the proxy flows again
         lambda: value(exporter, "kato_exporter_source_up", source="kato_sessions") == 1,
         15,
         what="sessions back on a new connection",
     )
+    assert missed(exporter) == {"created": 0, "ended": 0}  # nothing changed meanwhile
     create(kato)
     wait_for(lambda: value(exporter, "kato_sessions_active") == 2, 5, what="2 sessions")
+
+
+def test_past_redis_buffer_limit_loss_is_counted_and_explained(start_exporter, kato_double, redis_server):
+    """Redis drops a subscriber further behind than its client-output-buffer-limit pubsub: the
+    exporter says so, and the reconcile that follows counts what no event announced."""
+    kato = kato_double()
+    r = redis.Redis.from_url(redis_server.url)
+    r.config_set("client-output-buffer-limit", "pubsub 256kb 0 0")
+    exporter = start_kato_exporter(start_exporter, kato, f"--kato.redis-url={redis_server.url}")
+    seen = [create(kato) for _ in range(10)]
+    wait_for(lambda: value(exporter, "kato_sessions_active") == 10, 5, what="10 sessions")
+    before = events(exporter)
+    assert before["created"] == 10
+    flood = 50_000  # 2 keyspace events each (set, expire): far more than the socket buffers hold
+    os.kill(exporter.proc.pid, signal.SIGSTOP)  # behind, as a slow exporter under load
+    try:
+        pipe = r.pipeline(transaction=False)
+        for i in range(flood):
+            session_id = f"session-flood-{i}"  # as KATO writes a session: the key, then the index
+            pipe.set(f"kato:session:{session_id}", "{}", ex=3600)
+            pipe.sadd(INDEX, session_id)
+            if i % 1000 == 999:
+                pipe.execute()
+        pipe.execute()
+        # After Redis has dropped the subscriber nothing is announced: 10 sessions we knew end (as
+        # KATO deletes one: the key, then its id from the index), and 1,000 start and expire.
+        for session_id in seen:
+            r.delete(f"kato:session:{session_id}")
+            r.srem(INDEX, session_id)
+        for i in range(1000):
+            pipe.set(f"kato:session:session-brief-{i}", "{}", px=100)
+            pipe.sadd(INDEX, f"session-brief-{i}")
+        pipe.execute()
+        time.sleep(0.2)
+        for i in range(1000):
+            pipe.exists(f"kato:session:session-brief-{i}")  # reading an expired key expires it
+        assert pipe.execute() == [0] * 1000
+    finally:
+        os.kill(exporter.proc.pid, signal.SIGCONT)
+    wait_for(
+        lambda: "client-output-buffer-limit pubsub (262144 0 0" in exporter.log.read_text(),
+        15,
+        what="the drop explained in the log",
+    )
+    wait_for(lambda: value(exporter, "kato_sessions_active") == flood, 15, what="reconciled")
+    after = events(exporter)
+    lost = missed(exporter)
+    assert lost["created"] > 1000  # Redis dropped what it could not buffer
+    # each start once, seen or missed; the ends all missed
+    assert after["created"] - before["created"] + lost["created"] == flood + 1000
+    assert lost["ended"] == 10 + 1000 and after["destroyed"] == after["expired"] == 0
+    assert value(exporter, "kato_exporter_source_up", source="kato_sessions") == 1

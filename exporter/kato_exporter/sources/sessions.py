@@ -6,7 +6,9 @@ Two modes:
   tell every create (``set`` of an unknown id), delete (``del``) and expiry
   (``expired``), across all KATO workers. Known ids are reconciled against KATO's
   index (``SSCAN`` batches plus pipelined ``EXISTS``) at start, after every reconnect and
-  every few minutes; never ``KEYS``, never a ``SCAN`` on a timer.
+  every few minutes; never ``KEYS``, never a ``SCAN`` on a timer. What a reconcile finds
+  that no event announced (the subscription was lost, or Redis dropped it for falling
+  behind) is counted as missed, never as events.
 - ``api`` (approximate, without Redis access): ``/ws/events`` for creates and
   deletes, ``/sessions/count`` for the number. KATO sends no event on expiry, and
   with several workers a socket sees only the events of the worker it landed on;
@@ -51,6 +53,7 @@ INDEX = KEY_PREFIX + "_active_index"
 NOTIFY_FLAGS = "Kg$xe"  # keyspace channel; generic (del), string (set), expired, evicted
 SCAN_BATCH = 1000  # index members per SSCAN, each checked with one pipeline of EXISTS
 HEARTBEAT = 5.0  # seconds between round trips through the subscription
+YIELD_EVERY = 100  # messages read before the other tasks get their turn (about 2 ms)
 
 
 class _Sessions:
@@ -131,6 +134,7 @@ class RedisSessions(_Sessions):
         self.missed_total = self._missed
         self._reconciled = False  # the first reconcile finds what was there before us: not missed
         self._touched: set[str] | None = None  # ids with events while a reconcile reads
+        self._last_message = 0.0  # the event loop's time when the subscription last delivered
         self._marker = f"kato-exporter:reconcile:{uuid.uuid4().hex}"
 
     async def _session(self) -> None:
@@ -139,8 +143,7 @@ class RedisSessions(_Sessions):
             decode_responses=True,
             socket_timeout=self.timeout,
             socket_connect_timeout=self.timeout,
-            socket_keepalive=True,
-            health_check_interval=HEARTBEAT,  # redis-py PINGs an idle subscription connection
+            socket_keepalive=True,  # liveness is our own round trip (no per-message health check)
             **({"password": self._password} if self._password else {}),
         )
         try:
@@ -190,18 +193,12 @@ class RedisSessions(_Sessions):
         try:
             await pubsub.psubscribe(f"__keyspace@{db}__:{SESSION_KEYS}")
             await pubsub.subscribe(self._marker)
-            await self._reconcile(client, pubsub, channel_prefix)
+            await self._reconcile(client, pubsub, channel_prefix, after_gap=True)
             self._connected()
             loop = asyncio.get_running_loop()
             next_reconcile = loop.time() + self._reconcile_interval
             while True:
-                heartbeat = loop.time() + HEARTBEAT
-                while (now := loop.time()) < heartbeat:
-                    message = await pubsub.get_message(
-                        ignore_subscribe_messages=True, timeout=heartbeat - now
-                    )
-                    if message is not None:
-                        self._on_message(message, channel_prefix)
+                await self._receive(pubsub, HEARTBEAT, channel_prefix)
                 if loop.time() >= next_reconcile:
                     await self._reconcile(client, pubsub, channel_prefix)
                     next_reconcile = loop.time() + self._reconcile_interval
@@ -270,6 +267,31 @@ class RedisSessions(_Sessions):
         finally:
             await pubsub.aclose()  # type: ignore[no-untyped-call]
 
+    async def _receive(
+        self, pubsub: Any, seconds: float, channel_prefix: str, token: str | None = None
+    ) -> tuple[int, bool]:
+        """Apply the subscription's messages for ``seconds``, or until our own ``token`` comes
+        back on it: how many came, and whether the token did. One timer for the whole wait, not
+        one a message (redis-py's own cost the most); every YIELD_EVERY messages the other tasks
+        (/metrics) get their turn, for a backlog is read without ever waiting."""
+        count = 0
+        clock = asyncio.get_running_loop().time
+        try:
+            async with asyncio.timeout(seconds):
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
+                    count += 1
+                    self._last_message = clock()
+                    if message is None:  # a subscription's confirmation
+                        continue
+                    if token is not None and message["type"] == "message" and message["data"] == token:
+                        return count, True
+                    self._on_message(message, channel_prefix)
+                    if count % YIELD_EVERY == 0:  # only once the message is applied: the timer may
+                        await asyncio.sleep(0)  # fire here, and get_message is where it may cut
+        except TimeoutError:
+            return count, False
+
     def _on_message(self, message: dict[str, Any], channel_prefix: str) -> None:
         if message["type"] != "pmessage":
             return
@@ -292,13 +314,20 @@ class RedisSessions(_Sessions):
                 self.index_stale += 1  # KATO never removes expired sessions from its index
             self._record("expired")
 
-    async def _reconcile(self, client: aioredis.Redis, pubsub: Any, channel_prefix: str) -> None:
-        """Make ``known`` match Redis, without inventing events for what was not seen.
+    async def _reconcile(
+        self, client: aioredis.Redis, pubsub: Any, channel_prefix: str, after_gap: bool = False
+    ) -> None:
+        """Make ``known`` match Redis, without inventing events for what was not seen, and count
+        what no event announced.
 
         KATO never prunes its index, so it is read in ``SSCAN`` batches, each checked with
         pipelined ``EXISTS``: no command blocks Redis for long, whatever the index's size.
         Events that arrive meanwhile are applied as usual, and their ids are left as the
         events say; the round trip at the end sees every event that came before it.
+
+        ``after_gap``: the first reconcile of a new connection. Sessions that started and
+        expired while no connection was there left nothing but their id in the index: the
+        index's expired ids that neither an event nor a session we knew accounts for.
         """
         self._touched = set()
         live: set[str] = set()
@@ -316,57 +345,74 @@ class RedisSessions(_Sessions):
                 message := await pubsub.get_message(ignore_subscribe_messages=True, timeout=0)
             ) is not None:
                 self._on_message(message, channel_prefix)  # keep Redis' buffer for us short
+            await asyncio.sleep(0)  # and /metrics answered
             if cursor == 0:
                 break
-        indexed = await client.scard(INDEX)
-        await self._round_trip(client, pubsub, channel_prefix)
+        indexed = await self._round_trip(client, pubsub, channel_prefix)
         touched, self._touched = self._touched, None
         appeared = live - self.known - touched
         vanished = self.known - live - touched
-        if self._reconciled and (appeared or vanished):
-            log.warning(
-                "sessions: reconciled with KATO's index: %d live, %d starts and %d ends no event "
-                "announced (counted in kato_session_events_missed_total)",
-                len(live),
-                len(appeared),
-                len(vanished),
-            )
-            self._missed["created"] += len(appeared)
-            self._missed["ended"] += len(vanished)
-        self._reconciled = True
         self.known |= appeared
         self.known -= vanished
         self.active = len(self.known)
-        self.index_stale = max(0, indexed - len(live))
+        stale, self.index_stale = self.index_stale, max(0, indexed - self.active)
+        unseen = 0  # sessions that came and went unseen
+        if after_gap and self._reconciled and stale is not None:
+            unseen = max(0, self.index_stale - stale - await self._indexed(client, vanished))
+        if self._reconciled and (appeared or vanished or unseen):
+            log.warning(
+                "sessions: reconciled with KATO's index: %d live; no event announced %d starts, "
+                "%d ends and %d sessions that started and expired meanwhile (counted in "
+                "kato_session_events_missed_total)",
+                len(live),
+                len(appeared),
+                len(vanished),
+                unseen,
+            )
+            self._missed["created"] += len(appeared) + unseen
+            self._missed["ended"] += len(vanished) + unseen
+        self._reconciled = True
+
+    @staticmethod
+    async def _indexed(client: aioredis.Redis, ids: set[str]) -> int:
+        """How many of ``ids`` are in KATO's index (a session that expired stays there; a
+        deleted one does not)."""
+        found = 0
+        members = list(ids)
+        for start in range(0, len(members), SCAN_BATCH):
+            async with client.pipeline(transaction=False) as pipe:
+                for session_id in members[start : start + SCAN_BATCH]:
+                    pipe.sismember(INDEX, session_id)
+                found += sum(bool(n) for n in await pipe.execute())
+        return found
 
     async def _apply(self, pubsub: Any, channel_prefix: str, silence: float, token: str) -> bool:
         """Apply the subscription's messages until our own ``token`` comes back on it: then
         True; False once it has been silent for ``silence`` seconds. A subscription that is
         delivering is alive, however far behind it is."""
-        loop = asyncio.get_running_loop()
-        end = loop.time() + silence
+        clock = asyncio.get_running_loop().time
+        quiet_since = clock()
         while True:
-            wait = max(0.0, end - loop.time())
-            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=wait)
-            if message is None:
-                if loop.time() >= end:
-                    return False
-            elif message["type"] == "message" and message["data"] == token:
-                return True
-            else:
-                self._on_message(message, channel_prefix)
-                end = loop.time() + silence
+            count, seen = await self._receive(pubsub, quiet_since + silence - clock(), channel_prefix, token)
+            if seen or not count:
+                return seen
+            quiet_since = self._last_message
 
-    async def _round_trip(self, client: aioredis.Redis, pubsub: Any, channel_prefix: str) -> None:
+    async def _round_trip(self, client: aioredis.Redis, pubsub: Any, channel_prefix: str) -> int:
         """Publish a token on our own channel and apply every message until it comes back:
-        the subscription is alive, and every event before the token has been seen."""
+        the subscription is alive, and every event before the token has been seen. Returns
+        the index's size at the token (one MULTI: nothing happens between the two)."""
         token = uuid.uuid4().hex
-        await client.publish(self._marker, token)
+        async with client.pipeline(transaction=True) as pipe:
+            pipe.scard(INDEX)
+            pipe.publish(self._marker, token)
+            indexed, _ = await pipe.execute()
         if not await self._apply(pubsub, channel_prefix, self.timeout, token):
             raise SourceError(
                 f"the subscription is silent: nothing came on it for {self.timeout:g}s, not even our "
                 "own message"
             )
+        return int(indexed)
 
 
 class ApiSessions(_Sessions):
