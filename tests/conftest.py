@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from tests.exposition import Exposition, scrape
 
@@ -237,6 +241,44 @@ def answers_http(url: str) -> Callable[[], bool]:
             return False
 
     return check
+
+
+def start_prometheus(
+    folder: Path, jobs: dict[str, list[str]], interval: str = "5s", evaluation: str = "15s"
+) -> Daemon:
+    """A real Prometheus with the repository's rules, scraping each job's targets every ``interval``."""
+    config = {
+        "global": {"scrape_interval": interval, "evaluation_interval": evaluation},
+        "rule_files": [str(ROOT / "prometheus" / "rules" / "*.yml")],
+        "scrape_configs": [
+            {"job_name": job, "static_configs": [{"targets": targets}]} for job, targets in jobs.items()
+        ],
+    }
+    (folder / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    return Daemon(
+        f"prometheus-{port}",
+        [
+            "prometheus",
+            f"--config.file={folder / 'prometheus.yml'}",
+            f"--storage.tsdb.path={folder / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        answers_http(f"http://127.0.0.1:{port}/-/ready"),
+        f"http://127.0.0.1:{port}",
+    )
+
+
+def prometheus_api(prometheus: Daemon, path: str, **params: Any) -> Any:
+    url = f"{prometheus.url}/api/v1/{path}?{urllib.parse.urlencode(params)}"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.load(response)["data"]
+
+
+def firing(prometheus: Daemon, alertname: str) -> list[dict[str, str]]:
+    """The labels of each firing ``alertname`` alert, as Prometheus' API lists them."""
+    alerts = prometheus_api(prometheus, "alerts")["alerts"]
+    return [a["labels"] for a in alerts if a["labels"]["alertname"] == alertname and a["state"] == "firing"]
 
 
 def redis_command(port: int, folder: Path | str, *extra: str) -> list[str]:

@@ -52,7 +52,7 @@ def one_number(metric: str, selector: str, label: str, values: tuple[str, ...], 
 def session_events_graph(width: int = 12) -> Any:
     return graph(
         "Session events",
-        "Sessions created, destroyed and expired per second.",
+        "Sessions created, destroyed (deleted), expired and evicted (Redis out of maxmemory) per second.",
         "ops",
         (f"sum by (event) (rate(kato_session_events_total{{{INSTANCE}}}{RATE}))", "{{event}}"),
         width=width,
@@ -329,7 +329,7 @@ def sessions() -> Any:
         .with_panel(
             single(
                 "Events in the time range",
-                "Session events within the dashboard's time range.",
+                "Session events within the dashboard's time range; evicted: sessions Redis dropped for memory.",
                 "none",
                 (
                     f"round(sum by (event) (increase(kato_session_events_total{{{INSTANCE}}}{RANGE})))",

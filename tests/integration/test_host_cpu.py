@@ -7,22 +7,17 @@ the host was a quarter busy. From counters, Prometheus computes what node_export
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import textwrap
 import time
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
-from tests.conftest import ROOT, Daemon, answers_http, free_port, wait_for
+from tests.conftest import Daemon, answers_http, free_port, prometheus_api, start_prometheus, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -64,40 +59,16 @@ def prometheus(tmp_path: Path, start_exporter) -> Iterator[Daemon]:
         answers_http(f"http://127.0.0.1:{node_port}/metrics"),
         f"http://127.0.0.1:{node_port}",
     )
-    config = {
-        "global": {"scrape_interval": "5s", "evaluation_interval": "15s"},
-        "rule_files": [str(ROOT / "prometheus" / "rules" / "*.yml")],
-        "scrape_configs": [
-            {"job_name": "kato-exporter", "static_configs": [{"targets": [exporter.address]}]},
-            {"job_name": "node", "static_configs": [{"targets": [f"127.0.0.1:{node_port}"]}]},
-        ],
-    }
-    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = free_port()
-    server = Daemon(
-        f"prometheus-{port}",
-        [
-            "prometheus",
-            f"--config.file={tmp_path / 'prometheus.yml'}",
-            f"--storage.tsdb.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        answers_http(f"http://127.0.0.1:{port}/-/ready"),
-        f"http://127.0.0.1:{port}",
+    server = start_prometheus(
+        tmp_path, {"kato-exporter": [exporter.address], "node": [f"127.0.0.1:{node_port}"]}
     )
     yield server
     server.stop()
     node.stop()
 
 
-def api(prometheus: Daemon, path: str, **params: Any) -> Any:
-    url = f"{prometheus.url}/api/v1/{path}?{urllib.parse.urlencode(params)}"
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return json.load(response)["data"]
-
-
 def last_scrape(prometheus: Daemon, job: str) -> float | None:
-    for target in api(prometheus, "targets")["activeTargets"]:
+    for target in prometheus_api(prometheus, "targets")["activeTargets"]:
         if target["labels"]["job"] == job and target["health"] == "up":
             stamp = target["lastScrape"]  # RFC 3339 with nanoseconds
             main, _, rest = stamp.partition(".")
@@ -107,7 +78,7 @@ def last_scrape(prometheus: Daemon, job: str) -> float | None:
 
 
 def value(prometheus: Daemon, expr: str, at: float) -> float:
-    [result] = api(prometheus, "query", query=expr, time=at)["result"]
+    [result] = prometheus_api(prometheus, "query", query=expr, time=at)["result"]
     return float(result["value"][1])
 
 
@@ -132,11 +103,16 @@ def test_busy_share_agrees_with_node_exporter_and_the_alert_stays_quiet(promethe
     assert abs(ours - node) <= 0.05
     # the recording rule at each evaluation whose minute lies in the load (it lags by up to an
     # evaluation interval), against node's figure over a minute
-    rule = api(
+    rule = prometheus_api(
         prometheus, "query_range", query="kato:host_cpu_usage:ratio_rate1m", start=began + 75, end=at, step=15
     )
     [series] = rule["result"]
     for stamp, ratio in series["values"]:
         assert abs(float(ratio) - value(prometheus, NODE.replace("[2m]", "[1m]"), stamp)) <= 0.05, stamp
     # neither KatoHostCpuHigh fired, nor was one ever pending
-    assert api(prometheus, "query", query='ALERTS{alertname="KatoHostCpuHigh"}[3m]', time=at)["result"] == []
+    assert (
+        prometheus_api(prometheus, "query", query='ALERTS{alertname="KatoHostCpuHigh"}[3m]', time=at)[
+            "result"
+        ]
+        == []
+    )

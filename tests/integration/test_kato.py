@@ -81,7 +81,7 @@ def test_redis_mode_counts_every_change_exactly_once(start_exporter, kato_double
         delete(kato, session_id)
     # create/delete went through every worker; each is counted once, expiries too
     wait_for(
-        lambda: events(exporter) == {"created": 12, "destroyed": 4, "expired": 4},
+        lambda: events(exporter) == {"created": 12, "destroyed": 4, "expired": 4, "evicted": 0},
         10,
         what="12 created, 4 destroyed, 4 expired",
     )
@@ -90,7 +90,7 @@ def test_redis_mode_counts_every_change_exactly_once(start_exporter, kato_double
     # KATO's own count keeps the expired sessions (its index is never pruned): it drifts
     wait_for(lambda: value(exporter, "kato_sessions_reported") == 9, 12, what="KATO's count of 9")
     time.sleep(1)
-    assert events(exporter) == {"created": 12, "destroyed": 4, "expired": 4}
+    assert events(exporter) == {"created": 12, "destroyed": 4, "expired": 4, "evicted": 0}
     assert missed(exporter) == {"created": 0, "ended": 0}
 
 
@@ -103,7 +103,7 @@ def test_api_mode_sees_creates_and_deletes_but_not_expiry(start_exporter, kato_d
     create(kato, ttl=1)
     delete(kato, ids[0])
     wait_for(
-        lambda: events(exporter) == {"created": 4, "destroyed": 1, "expired": 0},
+        lambda: events(exporter) == {"created": 4, "destroyed": 1, "expired": 0, "evicted": 0},
         5,
         what="4 created and 1 destroyed from /ws/events",
     )

@@ -270,7 +270,7 @@ def test_points_equal_metrics_and_every_live_panel_field_is_pushed(
 
         metrics, [sessions] = same_instant("kato_sessions", "sessions")
         assert sessions["active"] == metrics.value("kato_sessions_active") == 2
-        for event in ("created", "destroyed", "expired"):
+        for event in ("created", "destroyed", "expired", "evicted"):
             assert sessions[event] == metrics.value("kato_session_events_total", event=event)
         metrics, [kato_point] = same_instant("kato", "kato")
         assert kato_point["sessions_reported"] == metrics.value("kato_sessions_reported")

@@ -12,7 +12,7 @@ import time
 import pytest
 import redis
 
-from tests.conftest import free_port, wait_for
+from tests.conftest import firing, free_port, prometheus_api, start_prometheus, wait_for
 from tests.integration.test_kato import create, events, missed, start_kato_exporter, value
 
 pytestmark = pytest.mark.integration
@@ -174,3 +174,41 @@ def test_past_redis_buffer_limit_loss_is_counted_and_explained(start_exporter, k
     assert after["created"] - before["created"] + lost["created"] == flood + 1000
     assert lost["ended"] == 10 + 1000 and after["destroyed"] == after["expired"] == 0
     assert value(exporter, "kato_exporter_source_up", source="kato_sessions") == 1
+
+
+def test_evicted_sessions_are_counted_apart_and_page(start_exporter, kato_double, redis_server, tmp_path):
+    """KATO's Redis at its maxmemory with allkeys-lru, as KATO configures it: sessions it evicts
+    are evicted, not expired, and KatoSessionsEvicted fires through the real Prometheus."""
+    kato = kato_double()
+    r = redis.Redis.from_url(redis_server.url)
+    exporter = start_kato_exporter(start_exporter, kato, f"--kato.redis-url={redis_server.url}")
+    prometheus = start_prometheus(tmp_path, {"kato-exporter": [exporter.address]}, "1s", "1s")
+    try:  # Prometheus has seen the counter at 0 (an increase needs two samples)
+        wait_for(
+            lambda: prometheus_api(prometheus, "query", query='kato_session_events_total{event="evicted"}')[
+                "result"
+            ],
+            15,
+            what="the evicted counter in Prometheus",
+        )
+        r.config_set("maxmemory", "4mb")
+        r.config_set("maxmemory-policy", "allkeys-lru")
+        written = [f"session-big-{i}" for i in range(2000)]  # 16 MB of sessions for 4 MB
+        for session_id in written:  # as KATO writes a session: the key, then the index
+            r.set(f"kato:session:{session_id}", "x" * 8000, ex=3600)
+            r.sadd(INDEX, session_id)
+        pipe = r.pipeline(transaction=False)
+        for session_id in written:
+            pipe.exists(f"kato:session:{session_id}")
+        evicted = len(written) - sum(pipe.execute())
+        # Redis also evicted the index itself (its LRU clock ticks once a second: it looked as old as
+        # the sessions written in the same second), which KATO's SADD makes anew
+        assert evicted > 1000 and r.info("stats")["evicted_keys"] >= evicted
+        wait_for(lambda: events(exporter)["evicted"] == evicted, 10, what=f"{evicted} evicted")
+        assert events(exporter) == {"created": 2000, "destroyed": 0, "expired": 0, "evicted": evicted}
+        assert value(exporter, "kato_sessions_active") == 2000 - evicted
+        wait_for(lambda: firing(prometheus, "KatoSessionsEvicted"), 30, what="KatoSessionsEvicted")
+        [labels] = firing(prometheus, "KatoSessionsEvicted")
+        assert labels["severity"] == "critical" and labels["instance"] == exporter.address
+    finally:
+        prometheus.stop()

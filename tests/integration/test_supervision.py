@@ -141,7 +141,7 @@ def test_redis_message_of_another_shape(start_exporter, kato_double, redis_serve
     delete(kato, ids[0])
     create(kato)
     wait_for(
-        lambda: events(exporter) == {"created": 4, "destroyed": 1, "expired": 0},
+        lambda: events(exporter) == {"created": 4, "destroyed": 1, "expired": 0, "evicted": 0},
         5,
         what="every change after the recovery, none invented",
     )

@@ -8,8 +8,8 @@ import pytest
 from aiohttp import hdrs
 from aiohttp.test_utils import make_mocked_request
 
-from kato_exporter.model import Container, ContainersSample
-from kato_exporter.outputs.bridge import containers_part, text_frame, without_server_takeover
+from kato_exporter.model import Container, ContainersSample, SessionEvent
+from kato_exporter.outputs.bridge import containers_part, session_message, text_frame, without_server_takeover
 from kato_exporter.outputs.rates import Rates
 from tests.unit.test_web import USAGE, meta
 
@@ -74,3 +74,17 @@ def test_a_container_on_anothers_network_shows_no_traffic_as_docker_stats_did() 
     network = {row["name"]: row["network"] for row in part["containers"]}
     assert (network["own"]["rx_bytes"], network["own"]["tx_bytes"]) == (1, 2)
     assert (network["shared"]["rx_bytes"], network["shared"]["tx_bytes"]) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("event", "reason"), [("destroyed", None), ("expired", "expired"), ("evicted", "evicted")]
+)
+def test_a_session_that_ends_says_why_when_it_was_not_deleted(event: str, reason: str | None) -> None:
+    message = json.loads(session_message(SessionEvent(event, 1760356800.0, 2), 12.3))
+    assert message["event_type"] == "session_destroyed" and message.get("reason") == reason
+    assert message["data"] == {
+        "current_count": 2,
+        "previous_count": 3,
+        "delta": -1,
+        "time_since_last_event": 12.3,
+    }

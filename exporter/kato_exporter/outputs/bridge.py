@@ -202,8 +202,8 @@ def session_message(event: SessionEvent, since_last: float) -> str:
             "time_since_last_event": round(since_last, 3),
         },
     }
-    if event.type == "expired":
-        message["reason"] = "expired"
+    if event.type in ("expired", "evicted"):
+        message["reason"] = event.type
     return dumps(message)
 
 

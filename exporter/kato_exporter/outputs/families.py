@@ -362,7 +362,7 @@ def session_families(s: SessionsSample | None) -> Iterator[Metric]:
         )
     yield counter(
         "kato_session_events_total",
-        "Session changes seen, by kind.",
+        "Session changes seen: created, destroyed (deleted), expired, evicted (Redis out of maxmemory).",
         ["event"],
         (([e], n) for e, n in sorted(s.events_total.items())),
     )

@@ -6,7 +6,7 @@ publishes it. Grafana turns measurement ``m`` into the channel ``stream/<stream>
 
     containers,name=kato cpu_cores=0.12,memory_working_set_bytes=104857600i,... <ns>
     host cpu_usage_ratio=0.21,cpus=2i,load1=0.3,memory_usage_ratio=0.43,... <ns>
-    sessions active=42i,created=120i,destroyed=70i,expired=8i <ns>
+    sessions active=42i,created=120i,destroyed=70i,expired=8i,evicted=0i <ns>
     session_index stale=15i <ns>
     kato sessions_reported=57i <ns>
     requests rate_2xx=31.5,rate_3xx=0.0,rate_4xx=0.2,rate_5xx=0.1 <ns>
@@ -132,7 +132,7 @@ MEASUREMENTS: dict[str, tuple[str, ...]] = {
         "network_receive_bytes_per_second",
         "network_transmit_bytes_per_second",
     ),
-    "sessions": ("active", "created", "destroyed", "expired"),
+    "sessions": ("active", "created", "destroyed", "expired", "evicted"),
     "session_index": ("stale",),  # redis mode, once the index has been reconciled
     "kato": ("sessions_reported",),  # KATO's own count, while its API answers
     "requests": ("rate_2xx", "rate_3xx", "rate_4xx", "rate_5xx"),
@@ -228,7 +228,7 @@ def host_lines(h: HostSample, seconds: float, rates: Rates) -> list[str]:
 def session_lines(s: SessionsSample, seconds: float) -> list[str]:
     fields = {
         "active": s.active,
-        **{event: s.events_total.get(event, 0) for event in ("created", "destroyed", "expired")},
+        **{event: s.events_total.get(event, 0) for event in ("created", "destroyed", "expired", "evicted")},
     }
     lines = point("sessions", {}, fields, seconds)
     if s.index_stale is not None:

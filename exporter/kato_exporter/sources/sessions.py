@@ -3,8 +3,8 @@
 Two modes:
 
 - ``redis`` (exact): Redis keyspace notifications on ``kato:session:session-*`` keys
-  tell every create (``set`` of an unknown id), delete (``del``) and expiry
-  (``expired``), across all KATO workers. Known ids are reconciled against KATO's
+  tell every create (``set`` of an unknown id), delete (``del``), expiry (``expired``)
+  and eviction (``evicted``: Redis out of ``maxmemory``), across all KATO workers. Known ids are reconciled against KATO's
   index (``SSCAN`` batches plus pipelined ``EXISTS``) at start, after every reconnect and
   every few minutes; never ``KEYS``, never a ``SCAN`` on a timer. What a reconcile finds
   that no event announced (the subscription was lost, or Redis dropped it for falling
@@ -17,7 +17,7 @@ Two modes:
 Yields, every tick or change::
 
     SessionsSample(mode="redis", active=3, index_stale=12,
-                   events_total={"created": 40, "destroyed": 20, "expired": 17})
+                   events_total={"created": 40, "destroyed": 20, "expired": 17, "evicted": 0})
 
 and hands each change to ``emit`` as ``SessionEvent(type="created", timestamp=…, active=3)``.
 A lost connection marks the source down; it never looks like sessions ending.
@@ -46,7 +46,7 @@ from kato_exporter.supervision import Backoff, Link, SourceError, reason
 
 log = logging.getLogger(__name__)
 
-EVENTS = ("created", "destroyed", "expired")
+EVENTS = ("created", "destroyed", "expired", "evicted")
 KEY_PREFIX = "kato:session:"
 SESSION_KEYS = KEY_PREFIX + "session-*"
 INDEX = KEY_PREFIX + "_active_index"
@@ -311,8 +311,8 @@ class RedisSessions(_Sessions):
             self.known.discard(session_id)
             self.active = len(self.known)
             if self.index_stale is not None:
-                self.index_stale += 1  # KATO never removes expired sessions from its index
-            self._record("expired")
+                self.index_stale += 1  # KATO removes only deleted sessions from its index
+            self._record(action)
 
     async def _reconcile(
         self, client: aioredis.Redis, pubsub: Any, channel_prefix: str, after_gap: bool = False
