@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import json
 import os
 import secrets
 import shutil
@@ -62,6 +63,10 @@ class Settings:
         default_factory=lambda: shutil.which("grafana") or shutil.which("grafana-server")
     )
     exporter_args: list[str] = field(default_factory=list)
+    # KATO's Redis (KATO_REDIS_URL, or the exporter's --kato.redis-url): watched by redis_exporter too
+    redis_url: str | None = os.environ.get("KATO_REDIS_URL") or None
+    redis_password_file: str | None = os.environ.get("KATO_REDIS_PASSWORD_FILE") or None
+    redis_exporter_port: int = 9121
     slack_api_url_file: str | None = os.environ.get("KATO_SLACK_API_URL_FILE")
     smtp_password_file: str | None = os.environ.get("KATO_SMTP_PASSWORD_FILE")
     smtp_smarthost: str | None = os.environ.get("KATO_SMTP_SMARTHOST")
@@ -74,6 +79,18 @@ class Settings:
     group_interval: str | None = None
     resend_delay: str | None = None
     peer_timeout: str | None = None  # how long the second Alertmanager of --ha waits for the first
+
+    def __post_init__(self) -> None:
+        """One KATO Redis for the exporter and redis_exporter, whichever way it was given."""
+        for name, flag in (
+            ("redis_url", "--kato.redis-url"),
+            ("redis_password_file", "--kato.redis-password-file"),
+        ):
+            given = [arg.split("=", 1)[1] for arg in self.exporter_args if arg.startswith(flag + "=")]
+            if given:
+                setattr(self, name, given[-1])
+            elif getattr(self, name):
+                self.exporter_args = [*self.exporter_args, f"{flag}={getattr(self, name)}"]
 
 
 def render(s: Settings) -> tuple[Path, Path]:
@@ -112,6 +129,13 @@ def render_into(
         if job["job_name"] == "alertmanager":
             job.pop("dns_sd_configs", None)
             job["static_configs"] = alertmanagers
+        if job["job_name"] == "redis":
+            job.pop("dns_sd_configs")
+            job.pop("relabel_configs")
+            local = {"targets": [f"localhost:{s.redis_exporter_port}"], "labels": {"host": s.host_label}}
+            job["static_configs"] = [local]
+    if not s.redis_url:  # no KATO Redis, no redis_exporter
+        prom["scrape_configs"] = [job for job in prom["scrape_configs"] if job["job_name"] != "redis"]
     if s.remote_write_url:
         prom["remote_write"] = [{"url": s.remote_write_url}]
     (prometheus / "prometheus.yml").write_text(yaml.safe_dump(prom, sort_keys=False))
@@ -290,6 +314,7 @@ def start(s: Settings) -> list[Program]:
             ],
         ),
         **alertmanager_commands(s, alertmanager_config),
+        **redis_exporter_command(s),
         "prometheus": (
             s.prometheus_port,
             [
@@ -305,12 +330,35 @@ def start(s: Settings) -> list[Program]:
     }
     try:
         for name, (port, command) in commands.items():
-            programs.append(Program(name, f"http://localhost:{port}", command, logs / f"{name}.log"))
+            ready = "/" if name == "redis-exporter" else "/-/ready"
+            programs.append(
+                Program(name, f"http://localhost:{port}", command, logs / f"{name}.log", ready_path=ready)
+            )
             programs[-1].start()
     except BaseException:
         stop(programs)
         raise
     return programs
+
+
+def redis_exporter_command(s: Settings) -> dict[str, tuple[int, list[str]]]:
+    """redis_exporter on KATO's Redis, when there is one; its password from a file, never a flag
+    (redis_exporter 1.45 reads a JSON map of address to password)."""
+    if not s.redis_url:
+        return {}
+    command = [
+        "prometheus-redis-exporter",
+        f"-redis.addr={s.redis_url}",
+        f"-web.listen-address={s.host}:{s.redis_exporter_port}",
+    ]
+    if s.redis_password_file:
+        password = Path(s.redis_password_file).read_text().strip()
+        path = s.state / "secrets" / "redis_password_map.json"
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.touch(mode=0o600)
+        path.write_text(json.dumps({s.redis_url: password}))
+        command.append(f"-redis.password-file={path}")
+    return {"redis-exporter": (s.redis_exporter_port, command)}
 
 
 def alertmanager_commands(s: Settings, config: Path) -> dict[str, tuple[int, list[str]]]:
@@ -415,6 +463,7 @@ def main(argv: list[str] | None = None) -> int:
         help="Prometheus remote_write to this URL (VictoriaMetrics: http://host:8428/api/v1/write)",
     )
     ports = {"exporter": 9817, "prometheus": 9090, "alertmanager": 9093, "grafana": 3000}
+    ports["redis-exporter"] = 9121  # started with KATO's Redis only
     for name, port in ports.items():
         parser.add_argument(f"--{name}-port", type=int, default=port, help=f"{name}'s port (default {port})")
     parser.add_argument("exporter_args", nargs="*", help="flags for kato-exporter, after --")
@@ -429,6 +478,7 @@ def main(argv: list[str] | None = None) -> int:
         ha_port=args.alertmanager_port + 2 if args.ha else None,
         cluster_ports=(args.alertmanager_port + 1, args.alertmanager_port + 3),
         grafana_port=args.grafana_port,
+        redis_exporter_port=args.redis_exporter_port,
     )
     stop_on_signals()  # from here: a signal while the programs start stops those started
     try:

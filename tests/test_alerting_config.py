@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from scripts.stack import Settings, render
+from scripts.stack import Settings, redis_exporter_command, render
 from tests.conftest import ROOT
 
 PROMETHEUS = ROOT / "prometheus"
@@ -150,3 +151,30 @@ def test_rendered_configs_stay_valid(tmp_path):
     ]
     assert exporter_job["file_sd_configs"][0]["files"] == [str(settings.targets / "*.yml")]
     assert prom["alerting"]["alertmanagers"] == [{"static_configs": [{"targets": ["localhost:19093"]}]}]
+    assert "redis" not in {j["job_name"] for j in prom["scrape_configs"]}  # no KATO Redis, no job
+
+
+def test_kato_redis_is_watched_by_redis_exporter_with_its_password_from_a_file(tmp_path):
+    password = tmp_path / "redis_password"
+    password.write_text("s3cret\n")
+    url = "redis://kato-redis:6379/0"
+    settings = Settings(
+        state=tmp_path / "state",
+        exporter_args=[f"--kato.redis-url={url}", f"--kato.redis-password-file={password}"],
+        redis_exporter_port=19121,
+    )
+    prometheus, _ = render(settings)
+    run("promtool", "check", "config", str(prometheus))
+    (job,) = [j for j in yaml.safe_load(prometheus.read_text())["scrape_configs"] if j["job_name"] == "redis"]
+    assert job["static_configs"] == [
+        {"targets": ["localhost:19121"], "labels": {"host": settings.host_label}}
+    ]
+    [(name, (port, command))] = redis_exporter_command(settings).items()
+    assert (name, port) == ("redis-exporter", 19121) and f"-redis.addr={url}" in command
+    assert not any("s3cret" in arg for arg in command)  # never a flag
+    [mapping] = [arg.split("=", 1)[1] for arg in command if arg.startswith("-redis.password-file=")]
+    assert json.loads(Path(mapping).read_text()) == {url: "s3cret"}
+    assert Path(mapping).stat().st_mode & 0o777 == 0o600
+    # KATO_REDIS_URL alone: the exporter is given it too
+    from_env = Settings(state=tmp_path / "env", redis_url=url)
+    assert from_env.exporter_args == [f"--kato.redis-url={url}"]

@@ -34,8 +34,8 @@ CONTAINER_STATES = ("created", "running", "paused", "restarting", "removing", "e
 HEALTH_STATES = ("starting", "healthy", "unhealthy")
 RATE = "[$__rate_interval]"
 RANGE = "[$__range]"
-# Prometheus and Alertmanager scrape themselves every 15 s, not at the datasource's 5 s that
-# $__rate_interval assumes: four of their scrapes
+# Prometheus, Alertmanager and redis_exporter are scraped every 15 s, not at the datasource's 5 s
+# that $__rate_interval assumes: four of their scrapes
 SELF_RATE = "[1m]"
 
 
@@ -329,7 +329,7 @@ def sessions() -> Any:
         .with_panel(
             single(
                 "Events in the time range",
-                "Session events within the dashboard's time range; evicted: sessions Redis dropped for memory.",
+                "Session events within the dashboard's time range (evicted: dropped by Redis for memory).",
                 "none",
                 (
                     f"round(sum by (event) (increase(kato_session_events_total{{{INSTANCE}}}{RANGE})))",
@@ -381,6 +381,65 @@ def sessions() -> Any:
                 width=8,
                 height=8,
             ).text_mode(common.BigValueTextMode.NAME)
+        )
+        # KATO's Redis, from redis_exporter (job "redis", where KATO_REDIS_URL is set)
+        .with_panel(
+            graph(
+                "Redis memory",
+                "Memory KATO's Redis uses, against its maxmemory (where one is set): at maxmemory, with "
+                "KATO's allkeys-lru, it evicts any key, sessions included.",
+                "bytes",
+                ('redis_memory_used_bytes{job="redis"}', "used {{instance}}"),
+                ('redis_memory_max_bytes{job="redis"} > 0', "maxmemory {{instance}}"),
+            )
+        )
+        .with_panel(
+            graph(
+                "Redis memory of maxmemory",
+                "Memory used as a share of maxmemory, against the thresholds of KatoRedisMemoryHigh.",
+                "percentunit",
+                ("kato:redis_memory_usage:ratio", "{{instance}}"),
+                lines="kato_redis_memory_usage_ratio",
+            )
+        )
+        .with_panel(
+            graph(
+                "Redis evictions and rejected connections",
+                "Keys Redis evicted for want of memory, and connections it refused (maxclients), per second.",
+                "ops",
+                (f'rate(redis_evicted_keys_total{{job="redis"}}{SELF_RATE})', "evicted {{instance}}"),
+                (f'rate(redis_rejected_connections_total{{job="redis"}}{SELF_RATE})', "refused {{instance}}"),
+            )
+        )
+        .with_panel(
+            graph(
+                "Redis clients",
+                "Clients connected to KATO's Redis (KATO's workers, this exporter, redis_exporter), and "
+                "those blocked in a command.",
+                "none",
+                ('redis_connected_clients{job="redis"}', "connected {{instance}}"),
+                ('redis_blocked_clients{job="redis"}', "blocked {{instance}}"),
+                width=8,
+            )
+        )
+        .with_panel(
+            graph(
+                "Redis commands",
+                "Commands KATO's Redis processes per second.",
+                "ops",
+                (f'rate(redis_commands_processed_total{{job="redis"}}{SELF_RATE})', "{{instance}}"),
+                width=8,
+            )
+        )
+        .with_panel(
+            graph(
+                "Redis keys",
+                "Keys in KATO's Redis (sessions, the session index, patterns), and those with a TTL.",
+                "none",
+                ('sum by (instance) (redis_db_keys{job="redis"})', "keys {{instance}}"),
+                ('sum by (instance) (redis_db_keys_expiring{job="redis"})', "with a TTL {{instance}}"),
+                width=8,
+            )
         )
     )
 

@@ -67,9 +67,9 @@ def test_the_files_are_valid_and_least_privileged(env: dict[str, str]) -> None:
         )
         published = {p["published"] if isinstance(p, dict) else p for p in service.get("ports", [])}
         assert not published or name in PUBLISHED, name
-        assert "healthcheck" in service or name in ("kato-exporter", "grafana-init"), (
-            name
-        )  # the image has one
+        # the exporter's image has one; redis_exporter's has no shell to run one (KatoRedisDown
+        # watches it instead)
+        assert "healthcheck" in service or name in ("kato-exporter", "grafana-init", "redis-exporter"), name
     exporter = services["kato-exporter"]
     assert exporter["user"] == "10001:10001" and exporter["read_only"] is True
     assert exporter["environment"]["KATO_EXPORTER_DOCKER_HOST"] == "tcp://docker-api-proxy:2375"
@@ -84,6 +84,10 @@ def test_the_files_are_valid_and_least_privileged(env: dict[str, str]) -> None:
     assert set(joined["networks"]) == {"default", "kato"} and kato["networks"]["kato"]["external"]
     assert joined["environment"]["KATO_EXPORTER_KATO_URL"] == "http://kato:8000"
     assert joined["environment"]["KATO_EXPORTER_KATO_REDIS_URL"] == "redis://kato-redis:6379/0"
+    redis = kato["services"]["redis-exporter"]  # on KATO's Redis, with the kato-redis profile
+    assert redis["profiles"] == ["kato-redis"] and set(redis["networks"]) == {"default", "kato"}
+    assert redis["environment"]["REDIS_ADDR"] == "redis://kato-redis:6379/0" and redis["read_only"] is True
+    assert redis["environment"]["REDIS_PASSWORD_FILE"] == "/run/secrets/kato_redis_password_map"
 
 
 def mount(volume: str | dict[str, Any]) -> tuple[str, tuple[str, bool]]:

@@ -121,7 +121,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory, dockerd: None) -> Iterator[S
     prefix = f"kato-dash-{time.time_ns() % 10**8}"
     redis_port, kato_port = free_port(), free_port()
     redis = Daemon(
-        "redis", redis_command(redis_port, tmp), answers_tcp(redis_port), f"redis://127.0.0.1:{redis_port}/0"
+        "redis",
+        redis_command(redis_port, tmp, "--maxmemory", "256mb"),  # the memory panels draw against it
+        answers_tcp(redis_port),
+        f"redis://127.0.0.1:{redis_port}/0",
     )
     vm_port = free_port()
     victoria_metrics = Daemon(
@@ -192,7 +195,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory, dockerd: None) -> Iterator[S
             programs = start(settings)
             threading.Thread(target=sessions_churn, args=(kato.url, churn_stop), daemon=True).start()
             redis_cli(redis_port, "SADD", INDEX, "session-gone-1", "session-gone-2")  # stale entries
-            ready = Stack(*programs, containers=names, victoria_metrics=victoria_metrics.url)  # type: ignore[misc]
+            named = {program.name: program for program in programs}
+            ready = Stack(
+                named["kato-exporter"],
+                named["alertmanager"],
+                named["prometheus"],
+                containers=names,
+                victoria_metrics=victoria_metrics.url,
+            )
             wait_until_everything_happened(ready)
             yield ready
         finally:
@@ -227,6 +237,7 @@ def wait_until_everything_happened(stack: Stack) -> None:
         # they scrape every 15 s: rate(...[1m]) of their own counters needs two scrapes in a minute
         "Prometheus scraped twice": 'count_over_time(up{job="prometheus"}[1m]) >= 2',
         "Alertmanager scraped twice": 'count_over_time(up{job="alertmanager"}[1m]) >= 2',
+        "redis_exporter scraped twice": 'count_over_time(redis_up{job="redis"}[1m]) >= 2',
     }
     for what, expr in conditions.items():
         wait_for(lambda expr=expr: stack.instant(expr), 90, interval=1, what=what)

@@ -12,7 +12,7 @@ import time
 import pytest
 import redis
 
-from tests.conftest import firing, free_port, prometheus_api, start_prometheus, wait_for
+from tests.conftest import Daemon, answers_http, firing, free_port, prometheus_api, start_prometheus, wait_for
 from tests.integration.test_kato import create, events, missed, start_kato_exporter, value
 
 pytestmark = pytest.mark.integration
@@ -178,11 +178,24 @@ def test_past_redis_buffer_limit_loss_is_counted_and_explained(start_exporter, k
 
 def test_evicted_sessions_are_counted_apart_and_page(start_exporter, kato_double, redis_server, tmp_path):
     """KATO's Redis at its maxmemory with allkeys-lru, as KATO configures it: sessions it evicts
-    are evicted, not expired, and KatoSessionsEvicted fires through the real Prometheus."""
+    are evicted, not expired, and KatoSessionsEvicted and KatoRedisEvictions fire through the real
+    Prometheus, which also scrapes the real redis_exporter."""
     kato = kato_double()
     r = redis.Redis.from_url(redis_server.url)
     exporter = start_kato_exporter(start_exporter, kato, f"--kato.redis-url={redis_server.url}")
-    prometheus = start_prometheus(tmp_path, {"kato-exporter": [exporter.address]}, "1s", "1s")
+    port = free_port()
+    redis_exporter = Daemon(
+        f"redis-exporter-{port}",
+        [
+            "prometheus-redis-exporter",
+            f"-redis.addr={redis_server.url}",
+            f"-web.listen-address=127.0.0.1:{port}",
+        ],
+        answers_http(f"http://127.0.0.1:{port}/"),
+        f"127.0.0.1:{port}",
+    )
+    jobs = {"kato-exporter": [exporter.address], "redis": [redis_exporter.url]}
+    prometheus = start_prometheus(tmp_path, jobs, "1s", "1s")
     try:  # Prometheus has seen the counter at 0 (an increase needs two samples)
         wait_for(
             lambda: prometheus_api(prometheus, "query", query='kato_session_events_total{event="evicted"}')[
@@ -210,5 +223,11 @@ def test_evicted_sessions_are_counted_apart_and_page(start_exporter, kato_double
         wait_for(lambda: firing(prometheus, "KatoSessionsEvicted"), 30, what="KatoSessionsEvicted")
         [labels] = firing(prometheus, "KatoSessionsEvicted")
         assert labels["severity"] == "critical" and labels["instance"] == exporter.address
+        wait_for(lambda: firing(prometheus, "KatoRedisEvictions"), 30, what="KatoRedisEvictions")
+        [labels] = firing(prometheus, "KatoRedisEvictions")
+        assert labels["severity"] == "critical" and labels["instance"] == redis_exporter.url
+        [ratio] = prometheus_api(prometheus, "query", query="kato:redis_memory_usage:ratio")["result"]
+        assert float(ratio["value"][1]) > 0.85  # at maxmemory: KatoRedisMemoryHigh would follow in 2 m
     finally:
         prometheus.stop()
+        redis_exporter.stop()
