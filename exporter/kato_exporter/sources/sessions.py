@@ -4,11 +4,11 @@ Two modes:
 
 - ``redis`` (exact): Redis keyspace notifications on ``kato:session:session-*`` keys
   tell every create (``set`` of an unknown id), delete (``del``), expiry (``expired``)
-  and eviction (``evicted``: Redis out of ``maxmemory``), across all KATO workers. Known ids are reconciled against KATO's
-  index (``SSCAN`` batches plus pipelined ``EXISTS``) at start, after every reconnect and
-  every few minutes; never ``KEYS``, never a ``SCAN`` on a timer. What a reconcile finds
-  that no event announced (the subscription was lost, or Redis dropped it for falling
-  behind) is counted as missed, never as events.
+  and eviction (``evicted``: Redis out of ``maxmemory``), across all KATO workers. Known
+  ids are reconciled against KATO's index (``SSCAN`` batches plus pipelined ``EXISTS``) at
+  start, after every reconnect and every few minutes; never ``KEYS``, never a ``SCAN`` on
+  a timer. What a reconcile finds that no event announced (the subscription was lost, or
+  Redis dropped it for falling behind) is counted as missed, never as events.
 - ``api`` (approximate, without Redis access): ``/ws/events`` for creates and
   deletes, ``/sessions/count`` for the number. KATO sends no event on expiry, and
   with several workers a socket sees only the events of the worker it landed on;
