@@ -47,6 +47,11 @@ SCRAPERS, PERIOD = 20, 5.0  # as 20 Prometheus servers, each from its own addres
 WARM_UP = 12.0  # seconds of scrapes before the load, not timed: the exporter learns their periods
 
 
+def session_id(tick: int, i: int) -> str:
+    """The generator's ``i``-th session of ``tick``: even ones are short-lived."""
+    return f"session-{tick:05d}-{i:05d}"
+
+
 def generate(url: str, rate: int, seconds: int, started: multiprocessing.Event) -> None:  # type: ignore[valid-type]
     """The load generator (its own process): ``rate`` creations a second, half short-lived."""
     client = redis.Redis.from_url(url)
@@ -56,10 +61,9 @@ def generate(url: str, rate: int, seconds: int, started: multiprocessing.Event) 
     for tick in range(seconds * TICKS):
         pipe = client.pipeline(transaction=False)
         for i in range(batch):
-            session_id = f"session-{tick:05d}-{i:05d}"
             ttl = 3600 if i % 2 else random.randint(2, 6)
-            pipe.set(PREFIX + session_id, '{"user_id":"u"}', ex=ttl)
-            pipe.sadd(INDEX, session_id)
+            pipe.set(PREFIX + session_id(tick, i), '{"user_id":"u"}', ex=ttl)
+            pipe.sadd(INDEX, session_id(tick, i))
         pipe.execute()
         delay = begin + (tick + 1) / TICKS - time.monotonic()
         if delay > 0:
@@ -74,7 +78,7 @@ def expire_short_lived(url: str, rate: int, seconds: int) -> None:
     for tick in range(seconds * TICKS):
         pipe = client.pipeline(transaction=False)
         for i in range(0, batch, 2):
-            pipe.exists(f"{PREFIX}session-{tick:05d}-{i:05d}")
+            pipe.exists(PREFIX + session_id(tick, i))
         pipe.execute()
 
 

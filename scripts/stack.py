@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 STOP_TIMEOUT = 10.0  # seconds each program has to stop on SIGTERM before it is killed
 PR_SET_PDEATHSIG = 1
+READY_PATHS = {"redis-exporter": "/"}  # where a program answers once it is up; others: /-/ready
 
 
 @dataclass
@@ -183,10 +184,11 @@ def render_grafana(s: Settings, target: Path) -> None:
     provider_file.write_text(yaml.safe_dump(providers, sort_keys=False))
 
 
-def secret_file(s: Settings, name: str, make: Callable[[], str]) -> Path:
-    """<state>/secrets/<name>, readable by its owner only: made on first start, kept after."""
+def secret_file(s: Settings, name: str, make: Callable[[], str], keep: bool = True) -> Path:
+    """<state>/secrets/<name>, readable by its owner only: made on first start, and kept after
+    (``keep=False``: written anew each start, from what it is made of)."""
     path = s.state / "secrets" / name
-    if not path.exists():
+    if not (keep and path.exists()):
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         path.touch(mode=0o600)
         path.write_text(make() + "\n")
@@ -330,7 +332,7 @@ def start(s: Settings) -> list[Program]:
     }
     try:
         for name, (port, command) in commands.items():
-            ready = "/" if name == "redis-exporter" else "/-/ready"
+            ready = READY_PATHS.get(name, "/-/ready")
             programs.append(
                 Program(name, f"http://localhost:{port}", command, logs / f"{name}.log", ready_path=ready)
             )
@@ -353,11 +355,10 @@ def redis_exporter_command(s: Settings) -> dict[str, tuple[int, list[str]]]:
     ]
     if s.redis_password_file:
         password = Path(s.redis_password_file).read_text().strip()
-        path = s.state / "secrets" / "redis_password_map.json"
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path.touch(mode=0o600)
-        path.write_text(json.dumps({s.redis_url: password}))
-        command.append(f"-redis.password-file={path}")
+        mapping = secret_file(
+            s, "redis_password_map.json", lambda: json.dumps({s.redis_url: password}), keep=False
+        )
+        command.append(f"-redis.password-file={mapping}")
     return {"redis-exporter": (s.redis_exporter_port, command)}
 
 

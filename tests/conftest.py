@@ -269,7 +269,8 @@ def start_prometheus(
     )
 
 
-def prometheus_api(prometheus: Daemon, path: str, **params: Any) -> Any:
+def prometheus_api(prometheus: Any, path: str, **params: Any) -> Any:
+    """``data`` of Prometheus' answer at /api/v1/<path> (``prometheus``: anything with its ``url``)."""
     url = f"{prometheus.url}/api/v1/{path}?{urllib.parse.urlencode(params)}"
     with urllib.request.urlopen(url, timeout=10) as response:
         return json.load(response)["data"]

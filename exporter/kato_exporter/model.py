@@ -136,11 +136,14 @@ class KatoSample:
     metrics: Mapping[str, Any] = field(default_factory=dict)
 
 
+SESSION_EVENTS = ("created", "destroyed", "expired", "evicted")  # evicted: Redis out of maxmemory
+
+
 @dataclass(frozen=True)
 class SessionsSample:
     mode: str  # "redis": exact, from keyspace events; "api": KATO's count and /ws/events
     active: int
-    events_total: Mapping[str, int]  # created|destroyed|expired|evicted -> count since start
+    events_total: Mapping[str, int]  # each of SESSION_EVENTS -> count since start
     index_stale: int | None = None  # index members whose session is gone (redis mode)
     # redis mode: changes a reconcile found that no event announced (created|ended -> count)
     missed_total: Mapping[str, int] | None = None
@@ -150,7 +153,7 @@ class SessionsSample:
 class SessionEvent:
     """One session change, as published on the hub (no session id: ids are unbounded)."""
 
-    type: str  # created|destroyed|expired|evicted
+    type: str  # one of SESSION_EVENTS
     timestamp: float  # Unix seconds when the exporter saw it
     active: int  # live sessions after the change
 

@@ -4,10 +4,7 @@ Alertmanager started the way scripts/run.sh starts them (faster clocks, same rul
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from email.message import Message
 from pathlib import Path
@@ -16,7 +13,7 @@ from typing import Any
 import pytest
 
 from scripts.stack import Program, start, stop
-from tests.conftest import RUN_LABEL, docker, wait_for
+from tests.conftest import RUN_LABEL, docker, prometheus_api, wait_for
 from tests.exposition import scrape
 from tests.standins import Inbox, alerting_settings, slack_standin, smtp_standin
 
@@ -75,11 +72,6 @@ def webhook_count(exporter: Program, status: str) -> float:
 def body(message: Message) -> str:
     parts = message.walk() if message.is_multipart() else [message]
     return "".join(p.get_payload(decode=True).decode() for p in parts if p.get_content_type() == "text/plain")
-
-
-def prometheus_api(prometheus: Program, path: str) -> Any:
-    with urllib.request.urlopen(f"{prometheus.url}/api/v1/{path}", timeout=5) as response:
-        return json.load(response)["data"]
 
 
 def test_stack_scrapes_the_exporter_and_loads_the_rules(stack):
@@ -146,9 +138,7 @@ def test_cpu_alert_reaches_slack_email_and_webhook_and_resolves(stack, slack, sm
 
 
 def prometheus_value(prometheus: Program, query: str) -> float | None:
-    url = f"{prometheus.url}/api/v1/query?query={urllib.parse.quote(query)}"
-    with urllib.request.urlopen(url, timeout=5) as response:
-        result = json.load(response)["data"]["result"]
+    result = prometheus_api(prometheus, "query", query=query)["result"]
     return float(result[0]["value"][1]) if result else None
 
 

@@ -38,6 +38,7 @@ import aiohttp
 from kato_exporter.config import read_secret
 from kato_exporter.hub import Hub, Snapshot
 from kato_exporter.model import (
+    SESSION_EVENTS,
     AlertNotice,
     ContainersSample,
     HostSample,
@@ -132,7 +133,7 @@ MEASUREMENTS: dict[str, tuple[str, ...]] = {
         "network_receive_bytes_per_second",
         "network_transmit_bytes_per_second",
     ),
-    "sessions": ("active", "created", "destroyed", "expired", "evicted"),
+    "sessions": ("active", *SESSION_EVENTS),
     "session_index": ("stale",),  # redis mode, once the index has been reconciled
     "kato": ("sessions_reported",),  # KATO's own count, while its API answers
     "requests": ("rate_2xx", "rate_3xx", "rate_4xx", "rate_5xx"),
@@ -228,7 +229,7 @@ def host_lines(h: HostSample, seconds: float, rates: Rates) -> list[str]:
 def session_lines(s: SessionsSample, seconds: float) -> list[str]:
     fields = {
         "active": s.active,
-        **{event: s.events_total.get(event, 0) for event in ("created", "destroyed", "expired", "evicted")},
+        **{event: s.events_total.get(event, 0) for event in SESSION_EVENTS},
     }
     lines = point("sessions", {}, fields, seconds)
     if s.index_stale is not None:

@@ -40,13 +40,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
 from kato_exporter.config import redact
-from kato_exporter.model import SessionEvent, SessionsSample
+from kato_exporter.model import SESSION_EVENTS, SessionEvent, SessionsSample
 from kato_exporter.sources.kato import KatoApi, field
 from kato_exporter.supervision import Backoff, Link, SourceError, reason
 
 log = logging.getLogger(__name__)
 
-EVENTS = ("created", "destroyed", "expired", "evicted")
 KEY_PREFIX = "kato:session:"
 SESSION_KEYS = KEY_PREFIX + "session-*"
 INDEX = KEY_PREFIX + "_active_index"
@@ -76,7 +75,7 @@ class _Sessions:
         self.changed = asyncio.Event()
         self.active = 0
         self.index_stale: int | None = None
-        self.events_total = dict.fromkeys(EVENTS, 0)
+        self.events_total = dict.fromkeys(SESSION_EVENTS, 0)
         self.missed_total: dict[str, int] | None = None
         self._emit = emit
         self._clock = clock
@@ -134,7 +133,6 @@ class RedisSessions(_Sessions):
         self.missed_total = self._missed
         self._reconciled = False  # the first reconcile finds what was there before us: not missed
         self._touched: set[str] | None = None  # ids with events while a reconcile reads
-        self._last_message = 0.0  # the event loop's time when the subscription last delivered
         self._marker = f"kato-exporter:reconcile:{uuid.uuid4().hex}"
 
     async def _session(self) -> None:
@@ -269,28 +267,28 @@ class RedisSessions(_Sessions):
 
     async def _receive(
         self, pubsub: Any, seconds: float, channel_prefix: str, token: str | None = None
-    ) -> tuple[int, bool]:
+    ) -> tuple[float | None, bool]:
         """Apply the subscription's messages for ``seconds``, or until our own ``token`` comes
-        back on it: how many came, and whether the token did. One timer for the whole wait, not
-        one a message (redis-py's own cost the most); every YIELD_EVERY messages the other tasks
-        (/metrics) get their turn, for a backlog is read without ever waiting."""
-        count = 0
+        back on it: the event loop's time of the last message (None: none came), and whether the
+        token did. One timer for the whole wait, not one a message (redis-py's own cost the most);
+        every YIELD_EVERY messages the other tasks (/metrics) get their turn, for a backlog is
+        read without ever waiting."""
+        count, last = 0, None
         clock = asyncio.get_running_loop().time
         try:
             async with asyncio.timeout(seconds):
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
-                    count += 1
-                    self._last_message = clock()
+                    count, last = count + 1, clock()
                     if message is None:  # a subscription's confirmation
                         continue
                     if token is not None and message["type"] == "message" and message["data"] == token:
-                        return count, True
+                        return last, True
                     self._on_message(message, channel_prefix)
                     if count % YIELD_EVERY == 0:  # only once the message is applied: the timer may
                         await asyncio.sleep(0)  # fire here, and get_message is where it may cut
         except TimeoutError:
-            return count, False
+            return last, False
 
     def _on_message(self, message: dict[str, Any], channel_prefix: str) -> None:
         if message["type"] != "pmessage":
@@ -391,12 +389,14 @@ class RedisSessions(_Sessions):
         True; False once it has been silent for ``silence`` seconds. A subscription that is
         delivering is alive, however far behind it is."""
         clock = asyncio.get_running_loop().time
-        quiet_since = clock()
-        while True:
-            count, seen = await self._receive(pubsub, quiet_since + silence - clock(), channel_prefix, token)
-            if seen or not count:
-                return seen
-            quiet_since = self._last_message
+        quiet_since: float | None = clock()
+        while quiet_since is not None:
+            quiet_since, seen = await self._receive(
+                pubsub, quiet_since + silence - clock(), channel_prefix, token
+            )
+            if seen:
+                return True
+        return False
 
     async def _round_trip(self, client: aioredis.Redis, pubsub: Any, channel_prefix: str) -> int:
         """Publish a token on our own channel and apply every message until it comes back:
