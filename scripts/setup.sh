@@ -3,15 +3,16 @@
 #   Debian packages (when missing), a virtualenv with the exporter and its test tools,
 #   dockerd (vfs storage), and a busybox image imported from busybox-static.
 # With --venv-only: just the virtualenv (enough to run the exporter);
-# with --stack: the virtualenv, Prometheus, Alertmanager and redis_exporter (what scripts/run.sh needs).
+# with --stack: the virtualenv, Prometheus, Alertmanager, redis_exporter and blackbox_exporter
+# (what scripts/run.sh needs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV=${VENV:-.venv}
 IMAGE=kato-test/busybox:latest
-STACK_PACKAGES=(prometheus prometheus-alertmanager prometheus-redis-exporter)
+STACK_PACKAGES=(prometheus prometheus-alertmanager prometheus-redis-exporter prometheus-blackbox-exporter)
 TEST_PACKAGES=(docker.io busybox-static redis-server prometheus-node-exporter iproute2 openssl util-linux influxdb chromium
-  haproxy docker-compose debootstrap victoria-metrics systemd)
+  haproxy docker-compose debootstrap victoria-metrics systemd clickhouse-server)
 GRAFANA_JS=tests/grafana_js  # Grafana's published frontend packages, pinned by its lockfile
 
 install_venv() {

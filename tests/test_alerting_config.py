@@ -27,14 +27,9 @@ def test_promtool_check_config_and_rules():
     run("promtool", "check", "rules", *map(str, sorted((PROMETHEUS / "rules").glob("*.yml"))))
 
 
-def test_promtool_rule_unit_tests():
-    out = run(
-        "promtool",
-        "test",
-        "rules",
-        *sorted(p.name for p in (PROMETHEUS / "tests").glob("*.yml")),
-        cwd=PROMETHEUS / "tests",
-    )
+@pytest.mark.parametrize("name", sorted(p.name for p in (PROMETHEUS / "tests").glob("*.yml")))
+def test_promtool_rule_unit_tests(name: str):
+    out = run("promtool", "test", "rules", name, cwd=PROMETHEUS / "tests")
     assert "FAILED" not in out
 
 
