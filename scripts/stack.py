@@ -30,6 +30,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -68,6 +69,13 @@ class Settings:
     redis_url: str | None = os.environ.get("KATO_REDIS_URL") or None
     redis_password_file: str | None = os.environ.get("KATO_REDIS_PASSWORD_FILE") or None
     redis_exporter_port: int = 9121
+    # KATO's API (KATO_URL, or the exporter's --kato.url) probed from outside by blackbox_exporter,
+    # with its ClickHouse and Qdrant: KATO_CLICKHOUSE_URL and KATO_QDRANT_URL, by default KATO's
+    # host on their ports (8123, 6333); "off", not probed
+    kato_url: str | None = os.environ.get("KATO_URL") or None
+    clickhouse_url: str | None = os.environ.get("KATO_CLICKHOUSE_URL") or None
+    qdrant_url: str | None = os.environ.get("KATO_QDRANT_URL") or None
+    blackbox_exporter_port: int = 9115
     slack_api_url_file: str | None = os.environ.get("KATO_SLACK_API_URL_FILE")
     smtp_password_file: str | None = os.environ.get("KATO_SMTP_PASSWORD_FILE")
     smtp_smarthost: str | None = os.environ.get("KATO_SMTP_SMARTHOST")
@@ -75,6 +83,7 @@ class Settings:
     email_to: str | None = os.environ.get("KATO_ALERT_EMAIL_TO")
     # Faster clocks, for tests; None keeps the repository's values.
     scrape_interval: str | None = None
+    probe_interval: str | None = None  # blackbox_exporter's probes take up to 0.5 s less than this
     evaluation_interval: str | None = None
     group_wait: str | None = None
     group_interval: str | None = None
@@ -82,8 +91,10 @@ class Settings:
     peer_timeout: str | None = None  # how long the second Alertmanager of --ha waits for the first
 
     def __post_init__(self) -> None:
-        """One KATO Redis for the exporter and redis_exporter, whichever way it was given."""
+        """One KATO and one KATO Redis for the exporter and the other exporters, whichever way
+        they were given."""
         for name, flag in (
+            ("kato_url", "--kato.url"),
             ("redis_url", "--kato.redis-url"),
             ("redis_password_file", "--kato.redis-password-file"),
         ):
@@ -135,8 +146,17 @@ def render_into(
             job.pop("relabel_configs")
             local = {"targets": [f"localhost:{s.redis_exporter_port}"], "labels": {"host": s.host_label}}
             job["static_configs"] = [local]
-    if not s.redis_url:  # no KATO Redis, no redis_exporter
-        prom["scrape_configs"] = [job for job in prom["scrape_configs"] if job["job_name"] != "redis"]
+        if job["job_name"] == "blackbox":
+            job["scrape_interval"] = s.probe_interval or job["scrape_interval"]
+            job["relabel_configs"][-1]["replacement"] = f"localhost:{s.blackbox_exporter_port}"
+    dropped = {"redis"} if not s.redis_url else set()  # no KATO Redis, no redis_exporter
+    for file in (prometheus / "probes").glob("*.yml"):
+        file.unlink()  # the repository's are compose's names
+    if probes := probe_targets(s):
+        (prometheus / "probes" / "kato.yml").write_text(yaml.safe_dump(probes, sort_keys=False))
+    else:
+        dropped.add("blackbox")
+    prom["scrape_configs"] = [job for job in prom["scrape_configs"] if job["job_name"] not in dropped]
     if s.remote_write_url:
         prom["remote_write"] = [{"url": s.remote_write_url}]
     (prometheus / "prometheus.yml").write_text(yaml.safe_dump(prom, sort_keys=False))
@@ -160,6 +180,24 @@ def render_into(
             mail["to"] = s.email_to or mail["to"]
     (alertmanager / "alertmanager.yml").write_text(yaml.safe_dump(am, sort_keys=False))
     return prometheus / "prometheus.yml", alertmanager / "alertmanager.yml"
+
+
+def probe_targets(s: Settings) -> list[dict[str, object]]:
+    """blackbox_exporter's targets, as file_sd entries: KATO's /health, its ClickHouse's /ping and
+    its Qdrant's /readyz; none without KATO's URL."""
+    if not s.kato_url or s.kato_url == "off":
+        return []
+    host = urllib.parse.urlsplit(s.kato_url).hostname
+    wanted = [
+        (s.kato_url.rstrip("/") + "/health", "kato_health", "kato"),
+        (s.clickhouse_url or f"http://{host}:8123/ping", "clickhouse_ping", "clickhouse"),
+        (s.qdrant_url or f"http://{host}:6333/readyz", "qdrant_ready", "qdrant"),
+    ]
+    return [
+        {"targets": [url], "labels": {"module": module, "service": service, "host": s.host_label}}
+        for url, module, service in wanted
+        if url != "off"
+    ]
 
 
 def alertmanager_ports(s: Settings) -> list[int]:
@@ -317,6 +355,7 @@ def start(s: Settings) -> list[Program]:
         ),
         **alertmanager_commands(s, alertmanager_config),
         **redis_exporter_command(s),
+        **blackbox_exporter_command(s),
         "prometheus": (
             s.prometheus_port,
             [
@@ -360,6 +399,18 @@ def redis_exporter_command(s: Settings) -> dict[str, tuple[int, list[str]]]:
         )
         command.append(f"-redis.password-file={mapping}")
     return {"redis-exporter": (s.redis_exporter_port, command)}
+
+
+def blackbox_exporter_command(s: Settings) -> dict[str, tuple[int, list[str]]]:
+    """blackbox_exporter with the repository's modules, when there is something to probe."""
+    if not probe_targets(s):
+        return {}
+    command = [
+        "prometheus-blackbox-exporter",
+        f"--config.file={ROOT / 'blackbox' / 'blackbox.yml'}",
+        f"--web.listen-address={s.host}:{s.blackbox_exporter_port}",
+    ]
+    return {"blackbox-exporter": (s.blackbox_exporter_port, command)}
 
 
 def alertmanager_commands(s: Settings, config: Path) -> dict[str, tuple[int, list[str]]]:
@@ -465,6 +516,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ports = {"exporter": 9817, "prometheus": 9090, "alertmanager": 9093, "grafana": 3000}
     ports["redis-exporter"] = 9121  # started with KATO's Redis only
+    ports["blackbox-exporter"] = 9115  # started with KATO's URL only
     for name, port in ports.items():
         parser.add_argument(f"--{name}-port", type=int, default=port, help=f"{name}'s port (default {port})")
     parser.add_argument("exporter_args", nargs="*", help="flags for kato-exporter, after --")
@@ -480,6 +532,7 @@ def main(argv: list[str] | None = None) -> int:
         cluster_ports=(args.alertmanager_port + 1, args.alertmanager_port + 3),
         grafana_port=args.grafana_port,
         redis_exporter_port=args.redis_exporter_port,
+        blackbox_exporter_port=args.blackbox_exporter_port,
     )
     stop_on_signals()  # from here: a signal while the programs start stops those started
     try:

@@ -302,6 +302,40 @@ def redis_server(tmp_path: Path) -> Iterator[Daemon]:
     daemon.stop()
 
 
+CLICKHOUSE_CONFIG = """<yandex>
+  <logger><level>warning</level><console>1</console></logger>
+  <listen_host>127.0.0.1</listen_host>
+  <http_port>{http_port}</http_port>
+  <tcp_port>{tcp_port}</tcp_port>
+  <path>{folder}/data/</path>
+  <tmp_path>{folder}/tmp/</tmp_path>
+  <users_config>/etc/clickhouse-server/users.xml</users_config>
+  <default_profile>default</default_profile>
+  <default_database>default</default_database>
+  <mark_cache_size>67108864</mark_cache_size>
+</yandex>
+"""
+
+
+@pytest.fixture
+def clickhouse_server(tmp_path: Path) -> Iterator[Daemon]:
+    """A real clickhouse-server (Debian's) on its own ports, data in the test's folder; its ``url``
+    is its HTTP port's base URL (``/ping`` answers "Ok.")."""
+    http_port, folder = free_port(), tmp_path / "clickhouse"
+    folder.mkdir()
+    config = folder / "config.xml"
+    config.write_text(CLICKHOUSE_CONFIG.format(http_port=http_port, tcp_port=free_port(), folder=folder))
+    url = f"http://127.0.0.1:{http_port}"
+    daemon = Daemon(
+        f"clickhouse-{http_port}",
+        ["clickhouse-server", f"--config-file={config}"],
+        answers_http(url + "/ping"),
+        url,
+    )
+    yield daemon
+    daemon.stop()
+
+
 @pytest.fixture
 def kato_double(redis_server: Daemon) -> Iterator[Callable[..., Daemon]]:
     """Factory: the KATO double with N workers on the test's Redis."""

@@ -32,8 +32,8 @@ class Inbox:
 
 @contextlib.contextmanager
 def http_receiver(answer: Callable[[BaseHTTPRequestHandler, bytes], int], port: int = 0) -> Iterator[str]:
-    """An HTTP server on loopback (``port``: 0 for any) that hands each POST's handler and body to
-    ``answer``, which returns the status to send. Yields its base URL; closed on exit."""
+    """An HTTP server on loopback (``port``: 0 for any) that hands each POST's or GET's handler and
+    body to ``answer``, which returns the status to send. Yields its base URL; closed on exit."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
@@ -41,6 +41,8 @@ def http_receiver(answer: Callable[[BaseHTTPRequestHandler, bytes], int], port: 
             self.send_response(answer(self, body))
             self.send_header("Content-Length", "0")
             self.end_headers()
+
+        do_GET = do_POST
 
         def log_message(self, *args: Any) -> None:
             pass
@@ -85,10 +87,31 @@ def smtp_standin() -> Iterator[tuple[str, Inbox]]:
         controller.stop()
 
 
+@dataclass
+class Readiness:
+    status: int = 200
+
+
+@contextlib.contextmanager
+def qdrant_standin() -> Iterator[tuple[str, Readiness]]:
+    """Qdrant's ``GET /readyz`` (Qdrant cannot run here): answers the status the yielded object
+    holds, 200 (ready) until a test sets another. Yields (its /readyz URL, the object)."""
+    readiness = Readiness()
+
+    def answer(handler: BaseHTTPRequestHandler, _: bytes) -> int:
+        return readiness.status if handler.path == "/readyz" else 404
+
+    with http_receiver(answer) as url:
+        yield f"{url}/readyz", readiness
+
+
 def loopback_settings(state: Path, exporter_args: list[str], **fields: Any) -> Settings:
     """The native stack on free loopback ports, without Grafana (not installable here) unless
     ``fields`` say otherwise."""
-    ports = {"exporter_port": free_port(), "prometheus_port": free_port(), "alertmanager_port": free_port()}
+    ports = {
+        f"{name}_port": free_port()
+        for name in ("exporter", "prometheus", "alertmanager", "redis_exporter", "blackbox_exporter")
+    }
     return Settings(
         **{
             "state": state,

@@ -1,4 +1,4 @@
-"""The six KATO dashboards. ``python -m grafana.kato_dashboards`` writes them to grafana/dashboards/."""
+"""The seven KATO dashboards. ``python -m grafana.kato_dashboards`` writes them to grafana/dashboards/."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from grafana.kato_dashboards.panels import (
     states,
     timeline,
     unit_override,
+    variable,
 )
 from kato_exporter.model import KATO_HEALTH_STATES
 
@@ -441,6 +442,146 @@ def sessions() -> Any:
                 width=8,
             )
         )
+        # KATO, its ClickHouse and its Qdrant from outside, through blackbox_exporter (job "blackbox")
+        .with_panel(
+            single(
+                "Probes from outside",
+                "Whether blackbox_exporter's last GET passed: KATO's /health (200 and \"healthy\"), "
+                "ClickHouse's /ping, Qdrant's /readyz. KatoProbeFailing fires after 2 minutes failing.",
+                "none",
+                ('probe_success{job="blackbox"}', "{{service}}"),
+                mappings=states(("1", "up"), ("0", "failing")),
+                steps=((None, "red"), (1, "green")),
+                width=6,
+                height=8,
+            )
+        )
+        .with_panel(
+            graph(
+                "Probe duration",
+                "How long each probe took, DNS to last byte, against the threshold of KatoProbeSlow.",
+                "s",
+                ('probe_duration_seconds{job="blackbox"}', "{{service}}"),
+                lines="kato_probe_duration_seconds",
+                width=9,
+            )
+        )
+        .with_panel(
+            graph(
+                "KATO's probe by phase",
+                "Where a GET /health's time goes: name lookup, connect, TLS, KATO's processing, transfer.",
+                "s",
+                ('probe_http_duration_seconds{job="blackbox", service="kato"}', "{{phase}}"),
+                stack=True,
+                width=9,
+            )
+        )
+    )
+
+
+def slo() -> Any:
+    """KATO's SLOs as rules/slo.yml records them (Sloth's names): the period's budget, the error
+    ratio and burn rate per window, the alerts on them."""
+    chosen = 'sloth_service="kato", sloth_slo=~"$slo"'
+    windows = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
+    return (
+        board(
+            "kato-slo",
+            "KATO SLOs",
+            "KATO's SLOs (requests not 5xx; /health probes passing in under 500 ms), 99.5 % over 30 days: "
+            "the error budget left and how fast it burns.",
+            variable("slo", "SLO", 'label_values(slo:objective:ratio{sloth_service="kato"}, sloth_slo)'),
+        )
+        .with_panel(
+            single(
+                "Objective",
+                "The share of good events each SLO wants over its 30 days (prometheus/rules/thresholds.yml).",
+                "percentunit",
+                (f"slo:objective:ratio{{{chosen}}}", "{{sloth_slo}}"),
+                width=6,
+            )
+        )
+        .with_panel(
+            single(
+                "Error budget left",
+                "What is left of the period's error budget at the average error ratio so far: below 0, "
+                "overspent.",
+                "percentunit",
+                (f"slo:period_error_budget_remaining:ratio{{{chosen}}}", "{{sloth_slo}}"),
+                steps=((None, "red"), (0, "orange"), (0.5, "green")),
+                width=6,
+            ).min(-1)
+        )
+        .with_panel(
+            single(
+                "Burn rate now",
+                "The last 5 minutes' error ratio as a multiple of the budget: at 1 it lasts the 30 days; "
+                "14.4 over 1 hour pages.",
+                "suffix:x",
+                (f"slo:current_burn_rate:ratio{{{chosen}}}", "{{sloth_slo}}"),
+                steps=((None, "green"), (1, "orange"), (6, "red")),
+                width=6,
+            )
+        )
+        .with_panel(
+            single(
+                "Budget alerts firing",
+                "KatoErrorBudgetBurn alerts firing: page (fast burn) and ticket (slow burn).",
+                "none",
+                (
+                    'count(ALERTS{alertname="KatoErrorBudgetBurn", alertstate="firing", sloth_slo=~"$slo"}) '
+                    "or vector(0)",
+                    "firing",
+                ),
+                steps=NONE_IS_GOOD,
+                width=6,
+            )
+        )
+        .with_panel(
+            graph(
+                "Error budget left over the period",
+                "The period's budget left, as it was at each moment.",
+                "percentunit",
+                (f"slo:period_error_budget_remaining:ratio{{{chosen}}}", "{{sloth_slo}}"),
+            )
+        )
+        .with_panel(
+            graph(
+                "Error ratio per window",
+                "The share of bad events over each alert window, against the budget (1 - objective).",
+                "percentunit",
+                *((f"slo:sli_error:ratio_rate{w}{{{chosen}}}", f"{w} {{{{sloth_slo}}}}") for w in windows),
+                (f"slo:error_budget:ratio{{{chosen}}}", "budget {{sloth_slo}}"),
+            )
+        )
+        .with_panel(
+            bars(
+                "Burn rate per window",
+                "Each window's error ratio as a multiple of the budget. Page: 14.4 over 1h and 5m, or 6 over "
+                "6h and 30m; ticket: 3 over 1d and 2h, or 1 over 3d and 6h.",
+                "suffix:x",
+                *(
+                    (
+                        f"slo:sli_error:ratio_rate{w}{{{chosen}}} / ignoring (sloth_window) "
+                        f"slo:error_budget:ratio{{{chosen}}}",
+                        f"{{{{sloth_slo}}}} {w}",
+                    )
+                    for w in windows
+                ),
+                steps=((None, "green"), (1, "orange"), (6, "red")),
+            )
+        )
+        .with_panel(
+            timeline(
+                "Budget alerts",
+                "When each KatoErrorBudgetBurn alert fired, by SLO and severity (page, ticket).",
+                (
+                    'ALERTS{alertname="KatoErrorBudgetBurn", alertstate="firing", sloth_slo=~"$slo"}',
+                    "{{sloth_slo}} {{sloth_severity}}",
+                ),
+                width=12,
+            ).mappings(states(("1", "firing")))
+        )
     )
 
 
@@ -808,6 +949,7 @@ DASHBOARDS: dict[str, Callable[[], Any]] = {
     "kato-host": host,
     "kato-monitoring": monitoring,
     "kato-live": kato_live,
+    "kato-slo": slo,
 }
 
 
@@ -821,10 +963,10 @@ def render(make: Callable[[], Any]) -> dict[str, Any]:
     model: dict[str, Any] = json.loads(json.dumps(make().build(), cls=JSONEncoder))
     for number, panel in enumerate(model["panels"], 1):
         panel["id"] = number
-    for variable in model.get("templating", {}).get("list", []):
-        if variable.get("type") != "interval":
+    for each in model.get("templating", {}).get("list", []):
+        if each.get("type") != "interval":
             for key in INTERVAL_ONLY:
-                variable.pop(key, None)
+                each.pop(key, None)
     return model
 
 

@@ -140,8 +140,10 @@ def graph(
 
 
 def thresholds(panel: timeseries.Panel, ratio: str) -> timeseries.Panel:
-    """Draw ``threshold:<ratio>:warning`` and ``:critical`` from the rules as dashed lines."""
+    """Draw ``threshold:<ratio>:warning`` and ``:critical`` (where the rules have one) as dashed lines."""
     for level, color in (("warning", "orange"), ("critical", "red")):
+        if f"threshold:{ratio}:{level}" not in rule_thresholds():
+            continue
         panel.with_target(prom(f"threshold:{ratio}:{level}", f"{level} threshold", ref=level))
         panel.override_by_query(
             level,
@@ -237,6 +239,7 @@ def listing(title: str, description: str, *queries: Query, width: int = 24, heig
 def states(*pairs: tuple[str, str]) -> list[Any]:
     """Value mappings for 0/1 gauges: ``states(("1", "up"), ("0", "down"))`` with colours."""
     colors = {"up": "green", "healthy": "green", "down": "red", "unhealthy": "red", "no": "red"}
+    colors |= {"failing": "red", "firing": "red"}
     return [
         model.ValueMap(options={value: model.ValueMappingResult(text=text, color=colors.get(text, "blue"))})
         for value, text in pairs

@@ -88,6 +88,13 @@ def test_the_files_are_valid_and_least_privileged(env: dict[str, str]) -> None:
     assert redis["profiles"] == ["kato-redis"] and set(redis["networks"]) == {"default", "kato"}
     assert redis["environment"]["REDIS_ADDR"] == "redis://kato-redis:6379/0" and redis["read_only"] is True
     assert redis["environment"]["REDIS_PASSWORD_FILE"] == "/run/secrets/kato_redis_password_map"
+    blackbox = kato["services"]["blackbox-exporter"]  # probes KATO's services by their names
+    assert blackbox["image"] == "prom/blackbox-exporter:v0.23.0" and blackbox["read_only"] is True
+    assert blackbox["cap_drop"] == ["ALL"] and "healthcheck" in blackbox
+    assert set(blackbox["networks"]) == {"default", "kato"}
+    probes = dict(mount(v) for v in kato["services"]["prometheus"]["volumes"])["/etc/prometheus/probes"]
+    assert probes == (str(ROOT / "blackbox" / "probes"), True)
+    assert "blackbox-exporter" not in services  # without KATO, nothing to probe
 
 
 def mount(volume: str | dict[str, Any]) -> tuple[str, tuple[str, bool]]:

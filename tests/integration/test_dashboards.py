@@ -192,6 +192,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, dockerd: None) -> Iterator[S
                 ],
             )
             settings.remote_write_url = f"{victoria_metrics.url}/api/v1/write"
+            settings.probe_interval = "2s"  # KATO's /health only: test_probes proves the databases'
+            settings.clickhouse_url = settings.qdrant_url = "off"
             programs = start(settings)
             threading.Thread(target=sessions_churn, args=(kato.url, churn_stop), daemon=True).start()
             redis_cli(redis_port, "SADD", INDEX, "session-gone-1", "session-gone-2")  # stale entries
@@ -238,6 +240,8 @@ def wait_until_everything_happened(stack: Stack) -> None:
         "Prometheus scraped twice": 'count_over_time(up{job="prometheus"}[1m]) >= 2',
         "Alertmanager scraped twice": 'count_over_time(up{job="alertmanager"}[1m]) >= 2',
         "redis_exporter scraped twice": 'count_over_time(redis_up{job="redis"}[1m]) >= 2',
+        "KATO probed from outside": 'count_over_time(probe_success{job="blackbox"}[1m]) >= 2',
+        "the error budget burning": 'ALERTS{alertname="KatoErrorBudgetBurn", alertstate="firing"}',
     }
     for what, expr in conditions.items():
         wait_for(lambda expr=expr: stack.instant(expr), 90, interval=1, what=what)
@@ -379,6 +383,12 @@ def test_stats_and_bar_gauges_show_what_grafana_would(stack: Stack):
         assert all(t.endswith("%") for t in texts["kato-overview.json / Top containers by CPU"])
         assert all(t.endswith("req/s") for t in texts["kato-overview.json / Requests"])
         assert set(colours["kato-host.json / Mounts not answering"].values()) == {"green"}
+        assert colours["kato-sessions.json / Probes from outside"] == {"kato": "green"}
+        # a third of the requests fail; every probe is fast and healthy
+        for title in ("kato-slo.json / Error budget left", "kato-slo.json / Burn rate now"):
+            assert colours[title] == {"requests-availability": "red", "probe-latency": "green"}, title
+        assert all(t.endswith("x") for t in texts["kato-slo.json / Burn rate now"])
+        assert colours["kato-slo.json / Budget alerts firing"] == {"firing": "red"}
         for uptime in ("kato-host.json / Uptime", "kato-sessions.json / KATO uptime"):
             assert all(re.search(r"(second|minute|hour|day)", t) for t in texts[uptime]), texts[uptime]
         neutral = [
@@ -389,6 +399,7 @@ def test_stats_and_bar_gauges_show_what_grafana_would(stack: Stack):
             "kato-sessions.json / Session source",
             "kato-sessions.json / KATO uptime",
             "kato-host.json / Uptime",
+            "kato-slo.json / Objective",
         ]
         for title in neutral:
             assert colours[title] and set(colours[title].values()) == {"blue"}, (title, colours[title])

@@ -6,7 +6,8 @@ prints uvicorn-style access lines.
 
 Test-only control, per worker: ``POST /_double/faults`` with
 ``{"garbage": ["/health"], "delay": {"/metrics": 10}}`` makes those paths answer
-non-JSON or late; ``POST /_double/ws_send`` with ``{"frame": "..."}`` sends that text
+non-JSON or late, and ``{"health": "degraded"}`` (or ``"unhealthy"``) makes ``/health`` say
+so, with a 200 as KATO does; ``POST /_double/ws_send`` with ``{"frame": "..."}`` sends that text
 as it is to the worker's ``/ws/events`` sockets.
 """
 
@@ -56,7 +57,7 @@ class Kato:
         self.locks: set[str] = set()  # sessions created or read in this worker
         self.sockets: set[web.WebSocketResponse] = set()
         self.cache: dict[str, tuple[float, Any]] = {}
-        self.faults: dict[str, Any] = {"garbage": [], "delay": {}}
+        self.faults: dict[str, Any] = {"garbage": [], "delay": {}, "health": "healthy"}
 
     async def count(self) -> int:
         """SCARD of the index; on a Redis error, this worker's lock count (as KATO does)."""
@@ -237,6 +238,8 @@ async def metrics(request: web.Request) -> web.Response:
 async def health(request: web.Request) -> web.Response:
     kato = request.app[KATO]
     body = example("health.json")
+    if kato.faults["health"] != "healthy":  # KATO's wording for a host CPU above 80 %
+        body.update(status=kato.faults["health"], issues=["High CPU usage"])
     body.update(
         uptime_seconds=time.time() - kato.started,
         last_collection=kato.started,
