@@ -6,6 +6,10 @@ repository's configs, all state under one folder; and Grafana with the KATO dash
     scripts/run.sh --state /var/lib/kato-monitoring -- --kato.url=http://localhost:8000
     scripts/run.sh --ha --remote-write http://localhost:8428/api/v1/write  # 2 Alertmanagers, a store
 
+Where KATO is given (KATO_URL or the exporter's --kato.url, KATO_REDIS_URL or --kato.redis-url),
+blackbox_exporter probes KATO's /health, its ClickHouse and its Qdrant, and redis_exporter reads
+its Redis.
+
 The configs are rendered into <state>/config from prometheus/ and alertmanager/: ports, the
 exporter's address (with this machine's hostname as its `host`), the other hosts' target files
 (the repository's prometheus/targets/, read live) and the secret files' paths filled in, nothing
