@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scripts.stack import Settings, redis_exporter_command, render
+from scripts.stack import Settings, blackbox_exporter_command, redis_exporter_command, render
 from tests.conftest import ROOT
 
 PROMETHEUS = ROOT / "prometheus"
@@ -147,6 +147,9 @@ def test_rendered_configs_stay_valid(tmp_path):
     assert exporter_job["file_sd_configs"][0]["files"] == [str(settings.targets / "*.yml")]
     assert prom["alerting"]["alertmanagers"] == [{"static_configs": [{"targets": ["localhost:19093"]}]}]
     assert "redis" not in {j["job_name"] for j in prom["scrape_configs"]}  # no KATO Redis, no job
+    assert "blackbox" not in {j["job_name"] for j in prom["scrape_configs"]}  # no KATO, nothing to probe
+    assert list((prometheus.parent / "probes").glob("*.yml")) == []  # not compose's names either
+    assert blackbox_exporter_command(settings) == {}
 
 
 def test_kato_redis_is_watched_by_redis_exporter_with_its_password_from_a_file(tmp_path):
@@ -173,3 +176,36 @@ def test_kato_redis_is_watched_by_redis_exporter_with_its_password_from_a_file(t
     # KATO_REDIS_URL alone: the exporter is given it too
     from_env = Settings(state=tmp_path / "env", redis_url=url)
     assert from_env.exporter_args == [f"--kato.redis-url={url}"]
+
+
+def test_kato_is_probed_by_blackbox_exporter_with_its_databases_on_its_host(tmp_path):
+    settings = Settings(
+        state=tmp_path / "state",
+        exporter_args=["--kato.url=http://kato-host:8000/"],
+        qdrant_url="off",
+        blackbox_exporter_port=19115,
+    )
+    prometheus, _ = render(settings)
+    run("promtool", "check", "config", str(prometheus))
+    (job,) = [
+        j for j in yaml.safe_load(prometheus.read_text())["scrape_configs"] if j["job_name"] == "blackbox"
+    ]
+    assert job["relabel_configs"][-1] == {"target_label": "__address__", "replacement": "localhost:19115"}
+    probes = yaml.safe_load((prometheus.parent / "probes" / "kato.yml").read_text())
+    assert [(p["targets"], p["labels"]["module"], p["labels"]["service"]) for p in probes] == [
+        (["http://kato-host:8000/health"], "kato_health", "kato"),
+        (["http://kato-host:8123/ping"], "clickhouse_ping", "clickhouse"),  # on KATO's host; Qdrant off
+    ]
+    assert {p["labels"]["host"] for p in probes} == {settings.host_label}
+    [(name, (port, command))] = blackbox_exporter_command(settings).items()
+    assert (name, port) == ("blackbox-exporter", 19115)
+    assert f"--config.file={ROOT / 'blackbox' / 'blackbox.yml'}" in command
+    run(
+        "prometheus-blackbox-exporter",
+        f"--config.file={ROOT / 'blackbox' / 'blackbox.yml'}",
+        "--config.check",
+    )
+    # KATO_URL alone: the exporter is given it too
+    assert Settings(state=tmp_path / "env", kato_url="http://kato:8000").exporter_args == [
+        "--kato.url=http://kato:8000"
+    ]
