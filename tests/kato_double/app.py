@@ -1,5 +1,5 @@
-"""A faithful double of KATO 3.10.1's monitoring and session API (its example documents in
-contract/), for tests: same paths, JSON shapes and types,
+"""A faithful double of KATO 3.10.1's monitoring and session API, as docs/kato.md describes it
+(its example documents in contract/), for tests: same paths, JSON shapes and types,
 5 s caches per worker, WebSocket quirks, and sessions in a real Redis with KATO's
 key layout and TTLs. Each worker process broadcasts only to its own sockets and
 prints uvicorn-style access lines.

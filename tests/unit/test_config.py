@@ -129,8 +129,8 @@ def test_the_example_file_is_valid():
     assert config.collector.containers.info_labels == ("com.docker.compose.version",)
 
 
-def test_the_readme_documents_every_setting():
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+def test_the_configuration_doc_documents_every_setting():
+    readme = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
     for leaf in leaves():
         flag = f"--[no-]{leaf.flag[2:]}" if leaf.is_bool else leaf.flag
         legacy = "".join(f", `{name}`" for name, key in LEGACY_ENV.items() if key == leaf.key)
