@@ -12,6 +12,9 @@
 # package, so no Grafana image is built here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# One build at a time: scripts/test.sh starts one while the tests run, whose image fixture waits here.
+exec 9>/tmp/kato-build-image.lock
+flock 9
 
 BASE=kato-local/debian:12
 VENV=${VENV:-.venv}

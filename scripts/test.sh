@@ -1,11 +1,30 @@
 #!/usr/bin/env bash
 # The whole test suite: installs and starts what it needs, then lint, type-check and pytest.
 # Extra arguments go to pytest (e.g. -m "not integration" for the quick unit run).
+# The whole suite builds the compose images in the background meanwhile (a few minutes on a fresh
+# machine: the Debian base comes from debootstrap); the tests that need them wait for that build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 VENV=${VENV:-.venv}
+WORKERS=${KATO_TEST_WORKERS:-3}  # pytest processes: most tests wait on daemons' clocks, not on a CPU
+
+builder=""
+stop_builder() { [ -z "$builder" ] || kill -TERM -- "-$builder" 2>/dev/null || true; }
+trap stop_builder EXIT
+trap 'exit 143' TERM
+trap 'exit 130' INT
+if [ $# -eq 0 ]; then
+  setsid scripts/build-image.sh >/tmp/kato-build-image.log 2>&1 &  # its own group: stopped whole
+  builder=$!
+fi
+
 "$VENV/bin/ruff" check exporter tests bench grafana scripts
 "$VENV/bin/ruff" format --check exporter tests bench grafana scripts
 "$VENV/bin/mypy"
-"$VENV/bin/python" -m pytest "$@"
+"$VENV/bin/python" -m pytest -n "$WORKERS" --dist loadfile "$@"  # a file's tests in one process
+if [ -n "$builder" ] && ! wait "$builder"; then
+  echo "test: the background image build failed (the image tests ran it again); its log:" >&2
+  tail -n 20 /tmp/kato-build-image.log >&2
+fi
+builder=""

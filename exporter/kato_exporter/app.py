@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import logging
 import os
@@ -26,6 +27,7 @@ from kato_exporter.outputs.webconfig import load_web_config
 from kato_exporter.sources.accesslog import AccessLogSource
 from kato_exporter.sources.alertmanager import AlertInbox
 from kato_exporter.sources.containers import ContainerFilter, ContainersSource
+from kato_exporter.sources.discovery import Found, KatoFinder, describe
 from kato_exporter.sources.host import HostSource
 from kato_exporter.sources.kato import KatoApi, KatoSource
 from kato_exporter.sources.runner import Source, run_source
@@ -40,6 +42,15 @@ def docker_url(config: Config) -> str:
 
 def docker_found(url: str) -> bool:
     return not url.startswith("unix://") or os.path.exists(url.removeprefix("unix://"))
+
+
+def container_filter(config: Config) -> ContainerFilter:
+    """The containers the exporter watches (and among which it looks for KATO)."""
+    containers = config.collector.containers
+    labels = tuple(
+        (k, v if sep else None) for k, sep, v in (item.partition("=") for item in containers.label_selector)
+    )
+    return ContainerFilter(containers.include, labels)
 
 
 def build_sources(config: Config, emit: Callable[[SessionEvent], None]) -> list[Any]:
@@ -57,15 +68,11 @@ def build_sources(config: Config, emit: Callable[[SessionEvent], None]) -> list[
                 url,
             )
     if enabled:
-        labels = tuple(
-            (k, v if sep else None)
-            for k, sep, v in (item.partition("=") for item in containers.label_selector)
-        )
         sources.append(
             ContainersSource(
                 url,
                 interval=containers.interval,
-                keep=ContainerFilter(containers.include, labels),
+                keep=container_filter(config),
                 stats_mode=containers.stats_mode,
                 api_concurrency=containers.api_concurrency,
                 procfs=config.path.procfs,
@@ -84,9 +91,16 @@ def build_sources(config: Config, emit: Callable[[SessionEvent], None]) -> list[
                 mount_timeout=config.collector.host.mount_timeout,
             )
         )
-    if config.kato.url:
+    if config.kato.url not in ("", "off"):
         sources += kato_sources(config, emit)
     return sources
+
+
+def with_kato(config: Config, api: Found, redis: Found | None) -> Config:
+    """``config`` reading the KATO that was found (a Redis given by flag wins over one found)."""
+    redis_url = config.kato.redis_url or (redis.url if redis else "")
+    kato = dataclasses.replace(config.kato, url=api.url, redis_url=redis_url)
+    return dataclasses.replace(config, kato=kato)
 
 
 def kato_sources(config: Config, emit: Callable[[SessionEvent], None]) -> list[Any]:
@@ -126,6 +140,23 @@ async def serve(config: Config, stop: asyncio.Event, hub: Hub | None = None) -> 
     hub = hub or Hub()
     security = load_web_config(config.web.config_file)
     sources: list[Source] = build_sources(config, hub.publish)
+    finder = None
+    if config.kato.url == "" and any(isinstance(s, ContainersSource) for s in sources):
+        watched, password = container_filter(config).matches, bool(config.kato.redis_password_file)
+        finder = KatoFinder(docker_url(config), config.kato.log_container, watched, password)
+        api, redis = await finder.look_safely()
+        if api is not None:
+            log.info("found %s", describe(api, redis))
+            config = with_kato(config, api, redis)
+            sources += kato_sources(config, hub.publish)
+            finder = None
+        else:
+            log.info(
+                "no KATO container (%s) answers on this Docker host: looking again every %gs "
+                "(--kato.url sets KATO's address, --kato.url=off turns this off)",
+                config.kato.log_container.pattern,
+                finder.interval,
+            )
     token, inbox = "", None
     if config.alertmanager.token_file:
         token, inbox = read_secret(config.alertmanager.token_file), AlertInbox(hub.publish)
@@ -141,7 +172,7 @@ async def serve(config: Config, stop: asyncio.Event, hub: Hub | None = None) -> 
         )
         log.info("pushing to Grafana Live at %s, stream %s", grafana.url, grafana.live.stream)
     exposition = Exposition(hub, default_builders(config.collector.containers.info_labels))
-    names = frozenset(s.name for s in sources)
+    names = {s.name for s in sources}  # what /-/ready waits for: grows with a KATO found later
     app = make_app(hub, exposition, names, config.web.telemetry_path, inbox, token, security.users)
     bridge = Bridge(hub, config.bridge, config.kato.url) if config.bridge.enabled else None
     if bridge is not None:
@@ -168,6 +199,21 @@ async def serve(config: Config, stop: asyncio.Event, hub: Hub | None = None) -> 
         log.info("legacy dashboard bridge at /ws and /api/v1 (update every %gs)", config.bridge.tick)
     tasks = [asyncio.create_task(run_source(s, hub), name=s.name) for s in sources]
     tasks.append(asyncio.create_task(exposition.run(), name="exposition"))
+
+    async def found_later(api: Found, redis: Found | None) -> None:
+        log.info("found %s", describe(api, redis))
+        more = kato_sources(with_kato(config, api, redis), hub.publish)
+        for source in more:
+            if hasattr(source, "start"):
+                await source.start()
+            sources.append(source)
+            names.add(source.name)
+            tasks.append(asyncio.create_task(run_source(source, hub), name=source.name))
+        if bridge is not None:
+            bridge.kato_url = api.url
+
+    if finder is not None:
+        tasks.append(asyncio.create_task(finder.watch(found_later), name="kato-finder"))
     # What start made (modules, sources, their state such as the set of live session ids) is left
     # out of full garbage collections: traversing 300,000 session ids took 40-60 ms, holding the GIL.
     gc.freeze()

@@ -161,6 +161,12 @@ def url_of(*schemes: str) -> Callable[[Any], str]:
     return parse
 
 
+def url_or_off(*schemes: str) -> Callable[[Any], str]:
+    """A URL with one of ``schemes``, ``off``, or the empty string (meaning: found, where it can be)."""
+    url = url_of(*schemes)
+    return lambda raw: "off" if parse_str(raw).strip() == "off" else url(raw)
+
+
 def choice(*options: str) -> Callable[[Any], str]:
     def parse(raw: Any) -> str:
         if raw not in options:
@@ -263,8 +269,9 @@ class HostConfig:
 class KatoConfig:
     url: str = setting(
         "",
-        url_of("http", "https"),
-        "KATO API base URL (e.g. http://kato:8000); the KATO sources are off without it.",
+        url_or_off("http", "https"),
+        "KATO API base URL (e.g. http://kato:8000); unset: KATO's containers found through Docker "
+        "(its API and its Redis); off: no KATO sources.",
     )
     interval: float = setting(5.0, parse_duration, "Poll interval of /health, /metrics, /sessions/count.")
     timeout: float = setting(3.0, parse_duration, "Timeout of one KATO API call.")

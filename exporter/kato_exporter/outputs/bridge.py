@@ -332,7 +332,7 @@ class Client:
 
 class Bridge:
     def __init__(self, hub: Hub, settings: BridgeConfig, kato_url: str = "") -> None:
-        self._hub, self.settings, self._kato_url = hub, settings, kato_url
+        self._hub, self.settings, self.kato_url = hub, settings, kato_url  # set when KATO is found
         self.clients: set[Client] = set()
         self._enabled = {
             "metrics",
@@ -696,10 +696,10 @@ class Bridge:
 
     async def _rest_stats(self, request: web.Request) -> web.Response:
         """KATO's /stats, passed through."""
-        if not self._kato_url:
+        if not self.kato_url:
             return web.json_response({"error": "no --kato.url: KATO's /stats is not available"}, status=501)
         return await self._forward(
-            request, f"{self._kato_url}/stats", {"minutes": request.query.get("minutes", "10")}
+            request, f"{self.kato_url}/stats", {"minutes": request.query.get("minutes", "10")}
         )
 
     async def _rest_other(self, request: web.Request) -> web.Response:

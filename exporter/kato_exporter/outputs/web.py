@@ -9,7 +9,7 @@ from __future__ import annotations
 import hmac
 import html
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -21,7 +21,7 @@ from kato_exporter.outputs.webconfig import BasicAuth
 
 HUB = web.AppKey("hub", Hub)
 EXPOSITION = web.AppKey("exposition", Exposition)
-SOURCES: web.AppKey[frozenset[str]] = web.AppKey("sources")
+SOURCES: web.AppKey[Set[str]] = web.AppKey("sources")
 METRICS_PATH = web.AppKey("metrics_path", str)
 
 
@@ -106,7 +106,7 @@ async def landing(request: web.Request) -> web.Response:
 def make_app(
     hub: Hub,
     exposition: Exposition,
-    sources: frozenset[str],
+    sources: Set[str],
     telemetry_path: str = "/metrics",
     inbox: Inbox | None = None,
     token: str = "",

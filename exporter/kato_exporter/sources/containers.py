@@ -24,7 +24,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -45,11 +45,12 @@ class ContainerFilter:
     labels: tuple[tuple[str, str | None], ...] = ()  # ("key", None) = key present
 
     def __call__(self, meta: ContainerMeta) -> bool:
-        if not self.include.fullmatch(meta.name):
+        return self.matches(meta.name, meta.labels)
+
+    def matches(self, name: str, labels: Mapping[str, str]) -> bool:
+        if not self.include.fullmatch(name):
             return False
-        return all(
-            key in meta.labels and (value is None or meta.labels[key] == value) for key, value in self.labels
-        )
+        return all(key in labels and (value is None or labels[key] == value) for key, value in self.labels)
 
 
 class ContainersSource:
