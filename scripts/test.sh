@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # The whole test suite: installs and starts what it needs, then lint, type-check and pytest.
-# Extra arguments go to pytest (e.g. -m "not integration" for the quick unit run).
+# Extra arguments go to pytest, run in one process (e.g. -m "not integration" for the quick unit run).
 # The whole suite builds the compose images in the background meanwhile (a few minutes on a fresh
 # machine: the Debian base comes from debootstrap); the tests that need them wait for that build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 VENV=${VENV:-.venv}
-WORKERS=${KATO_TEST_WORKERS:-3}  # pytest processes: most tests wait on daemons' clocks, not on a CPU
+WORKERS=${KATO_TEST_WORKERS:-4}  # pytest processes: most tests wait on daemons' clocks, not on a CPU
 
 builder=""
 stop_builder() { [ -z "$builder" ] || kill -TERM -- "-$builder" 2>/dev/null || true; }
@@ -22,7 +22,14 @@ fi
 "$VENV/bin/ruff" check exporter tests bench grafana scripts
 "$VENV/bin/ruff" format --check exporter tests bench grafana scripts
 "$VENV/bin/mypy"
-"$VENV/bin/python" -m pytest -n "$WORKERS" --dist loadfile "$@"  # a file's tests in one process
+if [ $# -eq 0 ]; then
+  # in parallel, each test with its own daemons, ports and state; then, one at a time, the few that
+  # measure the machine itself (its CPU, its mounts), which the others would disturb
+  "$VENV/bin/python" -m pytest -n "$WORKERS" --dist loadgroup -m "not solo"
+  "$VENV/bin/python" -m pytest -m solo
+else
+  "$VENV/bin/python" -m pytest "$@"
+fi
 if [ -n "$builder" ] && ! wait "$builder"; then
   echo "test: the background image build failed (the image tests ran it again); its log:" >&2
   tail -n 20 /tmp/kato-build-image.log >&2

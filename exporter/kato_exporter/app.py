@@ -143,7 +143,9 @@ async def serve(config: Config, stop: asyncio.Event, hub: Hub | None = None) -> 
     finder = None
     if config.kato.url == "" and any(isinstance(s, ContainersSource) for s in sources):
         watched, password = container_filter(config).matches, bool(config.kato.redis_password_file)
-        finder = KatoFinder(docker_url(config), config.kato.log_container, watched, password)
+        finder = KatoFinder(
+            docker_url(config), config.kato.log_container, watched, password, config.kato.discovery_interval
+        )
         api, redis = await finder.look_safely()
         if api is not None:
             log.info("found %s", describe(api, redis))

@@ -274,6 +274,9 @@ class KatoConfig:
         "(its API and its Redis); off: no KATO sources.",
     )
     interval: float = setting(5.0, parse_duration, "Poll interval of /health, /metrics, /sessions/count.")
+    discovery_interval: float = setting(
+        30.0, parse_duration, "Without --kato.url: how often to look for KATO's containers until found."
+    )
     timeout: float = setting(3.0, parse_duration, "Timeout of one KATO API call.")
     redis_url: str = setting(
         "",

@@ -44,6 +44,7 @@ def exited(exporter: Exporter, name: str) -> bool:
     return exporter.scrape().value("kato_container_state", name=name, state="exited") == 1
 
 
+@pytest.mark.solo  # a busy container gets a whole core only on a machine the other tests leave alone
 def test_busy_container_uses_one_core_and_idle_one_none(container_exporter, run_container):
     busy = run_container("yes > /dev/null")
     idle = run_container("sleep 3600")

@@ -19,7 +19,7 @@ import pytest
 
 from tests.conftest import Daemon, answers_http, free_port, prometheus_api, start_prometheus, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.solo]  # the host's CPU, other tests' load aside
 
 PERIOD, BURST = 5.0, 1.2
 LOAD = textwrap.dedent(

@@ -73,6 +73,7 @@ def url_of(container: str) -> str:
     return "http://" + docker("port", container, "9817/tcp").splitlines()[0]
 
 
+@pytest.mark.solo  # the host's mounts must not change between two scrapes (other tests make some)
 def test_it_reports_what_an_exporter_on_the_host_reports(
     contained: str, run_container: Callable[..., str], start_exporter: Callable[..., Exporter]
 ) -> None:

@@ -138,7 +138,7 @@ class KatoFinder:
         api, redis = await find_kato(listed, self._pattern, self._watched)
         if api and redis and not self._password_given and await needs_password(redis.url):
             log.error(
-                "KATO's Redis %s at %s wants a password: sessions come from KATO's API until it is "
+                "KATO's Redis %s at %s wants a password, so sessions come from KATO's API until it is "
                 "given with --kato.redis-password-file (a file holding it)",
                 redis.container,
                 redis.url,
