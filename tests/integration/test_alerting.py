@@ -89,6 +89,7 @@ def test_stack_scrapes_the_exporter_and_loads_the_rules(stack):
     assert len(alerts) >= 13 and "KatoContainerCpuHigh" in alerts
 
 
+@pytest.mark.solo  # the container must get its half core, which the other tests would take
 def test_cpu_alert_reaches_slack_email_and_webhook_and_resolves(stack, slack, smtp, run_container):
     exporter = stack[0]
     breached = time.time()

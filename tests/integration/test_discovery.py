@@ -104,8 +104,8 @@ def test_kato_appearing_later_is_found_by_its_published_port_and_its_redis_by_it
     assert "--kato.url=off turns this off" in found
     create_session(url)
     wait_for(lambda: exporter.scrape().value("kato_sessions_active") == 1, 20, what="the session, from Redis")
-    metrics = exporter.scrape()
-    assert metrics.value("kato_up") == 1 and metrics.value("kato_exporter_session_mode", mode="redis") == 1
+    wait_for(lambda: exporter.scrape().value("kato_up") == 1, 20, what="KATO's API read")
+    assert exporter.scrape().value("kato_exporter_session_mode", mode="redis") == 1
     wait_for(
         lambda: urllib.request.urlopen(exporter.url + "/-/ready", timeout=2).status == 200, 20, what="ready"
     )
