@@ -23,10 +23,11 @@ fi
 "$VENV/bin/ruff" format --check exporter tests bench grafana scripts
 "$VENV/bin/mypy"
 if [ $# -eq 0 ]; then
-  # in parallel, each test with its own daemons, ports and state; then, two at a time, the few that
-  # measure the machine itself (its CPU, its mounts), which the others would disturb
-  "$VENV/bin/python" -m pytest -n "$WORKERS" --dist loadgroup -m "not solo"
-  "$VENV/bin/python" -m pytest -n 2 --dist loadgroup -m solo  # in two lanes that do not disturb each other
+  # in parallel, each test with its own daemons, ports and state (a file's tests in one process: some
+  # share a stack started once); then, two at a time, the few that measure the machine itself (its
+  # CPU, its mounts), which the others would disturb and which leave each other a core
+  "$VENV/bin/python" -m pytest -n "$WORKERS" --dist loadfile -m "not solo"
+  "$VENV/bin/python" -m pytest -n 2 --dist loadfile -m solo
 else
   "$VENV/bin/python" -m pytest "$@"
 fi

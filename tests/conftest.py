@@ -367,15 +367,3 @@ def kato_double(redis_server: Daemon) -> Iterator[Callable[..., Daemon]]:
     yield start
     for daemon in started:
         daemon.stop()
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under pytest-xdist's ``--dist loadgroup`` (scripts/test.sh), the tests of a file that share
-    a module-scoped fixture (a whole stack, started once) run in one process; every other test
-    goes to whichever process is free."""
-    for item in items:
-        if item.get_closest_marker("xdist_group"):
-            continue  # placed by hand
-        fixtures = getattr(item, "_fixtureinfo", None)
-        if fixtures and any(defs[-1].scope == "module" for defs in fixtures.name2fixturedefs.values()):
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__ if item.module else item.nodeid))

@@ -45,7 +45,6 @@ def exited(exporter: Exporter, name: str) -> bool:
 
 
 @pytest.mark.solo  # a busy container gets a whole core only on a machine the other tests leave alone
-@pytest.mark.xdist_group("solo-cores")  # nor beside the host-CPU test, which a core more would alarm
 def test_busy_container_uses_one_core_and_idle_one_none(container_exporter, run_container):
     busy = run_container("yes > /dev/null")
     idle = run_container("sleep 3600")

@@ -19,8 +19,7 @@ import pytest
 
 from tests.conftest import Daemon, answers_http, free_port, prometheus_api, start_prometheus, wait_for
 
-# the host's CPU, other tests' load aside (beside the CPU alert's half core, not the busy container's)
-pytestmark = [pytest.mark.integration, pytest.mark.solo, pytest.mark.xdist_group("solo-cores")]
+pytestmark = [pytest.mark.integration, pytest.mark.solo]  # the host's CPU, other tests' load aside
 
 PERIOD, BURST = 5.0, 1.2
 LOAD = textwrap.dedent(
