@@ -122,3 +122,4 @@ USER 99
 CMD ["haproxy", "-W", "-db", "-f", "/usr/local/etc/haproxy/haproxy.cfg"]
 DOCKERFILE
 )"
+echo "build-image: done in ${SECONDS} s"

@@ -5,7 +5,10 @@
 # machine: the Debian base comes from debootstrap); the tests that need them wait for that build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+took() { echo "test: $1 took $((SECONDS - started)) s" >&2; started=$SECONDS; }
+started=$SECONDS
 scripts/setup.sh
+took installs
 VENV=${VENV:-.venv}
 WORKERS=${KATO_TEST_WORKERS:-4}  # pytest processes: most tests wait on daemons' clocks, not on a CPU
 
@@ -22,12 +25,15 @@ fi
 "$VENV/bin/ruff" check exporter tests bench grafana scripts
 "$VENV/bin/ruff" format --check exporter tests bench grafana scripts
 "$VENV/bin/mypy"
+took "ruff and mypy"
 if [ $# -eq 0 ]; then
   # in parallel, each test with its own daemons, ports and state (a file's tests in one process: some
   # share a stack started once); then, two at a time, the few that measure the machine itself (its
   # CPU, its mounts), which the others would disturb and which leave each other a core
   "$VENV/bin/python" -m pytest -n "$WORKERS" --dist loadfile -m "not solo"
+  took "pytest, in $WORKERS processes"
   "$VENV/bin/python" -m pytest -n 2 --dist loadfile -m solo
+  took "pytest, the solo tests"
 else
   "$VENV/bin/python" -m pytest "$@"
 fi
@@ -35,4 +41,6 @@ if [ -n "$builder" ] && ! wait "$builder"; then
   echo "test: the background image build failed (the image tests ran it again); its log:" >&2
   tail -n 20 /tmp/kato-build-image.log >&2
 fi
+[ -z "$builder" ] || echo "test: in the background, $(tail -n 1 /tmp/kato-build-image.log)" >&2
 builder=""
+echo "test: all passed in $SECONDS s" >&2

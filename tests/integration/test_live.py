@@ -283,6 +283,7 @@ def test_points_equal_metrics_and_every_live_panel_field_is_pushed(
         assert metrics.value("kato_exporter_source_up", source="grafana_live") == 1
 
 
+@pytest.mark.solo  # a push a second, to the millisecond: on a machine the other tests leave alone
 def test_cadence_over_60_seconds(start_exporter, influx, run_container, tmp_path):
     grafana = GrafanaStandin(influx)
     run_container("sleep 3600")
