@@ -188,6 +188,7 @@ def check_realtime_update(message: dict[str, Any]) -> None:
         assert is_number(data["sessions"]["active_count"]) and is_number(data["sessions"]["total_count"])
 
 
+@pytest.mark.solo  # a container pinned at half a core gets it only on a machine left alone
 async def test_messages_subscriptions_and_substituted_figures(bridge, run_container):
     exporter = bridge()
     busy = run_container("yes > /dev/null", "--cpus", "0.5")

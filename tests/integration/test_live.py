@@ -191,6 +191,7 @@ def ns(seconds: float) -> int:
     return round(seconds * 1e9)
 
 
+@pytest.mark.solo  # a container pinned at half a core gets it only on a machine left alone
 def test_points_equal_metrics_and_every_live_panel_field_is_pushed(
     start_exporter, influx, kato_double, redis_server, run_container, tmp_path
 ):
