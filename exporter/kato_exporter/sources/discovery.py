@@ -162,7 +162,10 @@ class KatoFinder:
             await asyncio.sleep(self.interval)
             api, redis = await self.look_safely()
             if api is not None:
-                await found(api, redis)
+                try:
+                    await found(api, redis)
+                except Exception:  # a bug: said, not swallowed with the task
+                    log.exception("starting the KATO sources for %s failed", api.url)
                 return
 
 
