@@ -37,10 +37,13 @@ if [ $# -eq 0 ]; then
 else
   "$VENV/bin/python" -m pytest "$@"
 fi
-if [ -n "$builder" ] && ! wait "$builder"; then
-  echo "test: the background image build failed (the image tests ran it again); its log:" >&2
-  tail -n 20 /tmp/kato-build-image.log >&2
+if [ -n "$builder" ]; then
+  if wait "$builder"; then
+    echo "test: in the background, $(tail -n 1 /tmp/kato-build-image.log)" >&2
+  else
+    echo "test: the background image build failed (the image tests ran it again); its log:" >&2
+    tail -n 20 /tmp/kato-build-image.log >&2
+  fi
+  builder=""
 fi
-[ -z "$builder" ] || echo "test: in the background, $(tail -n 1 /tmp/kato-build-image.log)" >&2
-builder=""
 echo "test: all passed in $SECONDS s" >&2

@@ -5,14 +5,13 @@ a Redis with a password is left out until its file is given; ``--kato.url=off`` 
 
 from __future__ import annotations
 
-import json
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import IMAGE, ROOT, RUN_ID, RUN_LABEL, Exporter, docker, wait_for
+from tests.conftest import IMAGE, ROOT, RUN_ID, RUN_LABEL, Exporter, answers_http, docker, wait_for
+from tests.integration.test_kato import call
 
 pytestmark = pytest.mark.integration
 
@@ -57,27 +56,13 @@ def kato_project(images: None) -> Iterator[Callable[..., tuple[str, str]]]:
         else:
             address = docker("inspect", "-f", f"{{{{.NetworkSettings.Networks.{network}.IPAddress}}}}", kato)
             url = f"http://{address.strip()}:8000"
-        wait_for(lambda: answers(url), 30, what=f"the KATO double in {kato}")
+        wait_for(answers_http(url + "/health"), 30, what=f"the KATO double in {kato}")
         return url, f"{ip}:6379"
 
     yield start
     if names:
         docker("rm", "-f", *names, check=False)
     docker("network", "rm", network, check=False)
-
-
-def answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url + "/health", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
-def create_session(url: str) -> None:
-    body = json.dumps({"node_id": "discovery", "ttl_seconds": 600}).encode()
-    request = urllib.request.Request(url + "/sessions", body, {"Content-Type": "application/json"})
-    urllib.request.urlopen(request, timeout=5).close()
 
 
 def exporter_with(start_exporter: Callable[..., Exporter], *flags: str) -> Exporter:
@@ -102,13 +87,11 @@ def test_kato_appearing_later_is_found_by_its_published_port_and_its_redis_by_it
         in found
     )
     assert "--kato.url=off turns this off" in found
-    create_session(url)
+    assert call("POST", url + "/sessions", {"node_id": "discovery", "ttl_seconds": 600})[0] == 200
     wait_for(lambda: exporter.scrape().value("kato_sessions_active") == 1, 20, what="the session, from Redis")
     wait_for(lambda: exporter.scrape().value("kato_up") == 1, 20, what="KATO's API read")
     assert exporter.scrape().value("kato_exporter_session_mode", mode="redis") == 1
-    wait_for(
-        lambda: urllib.request.urlopen(exporter.url + "/-/ready", timeout=2).status == 200, 20, what="ready"
-    )
+    wait_for(answers_http(exporter.url + "/-/ready"), 20, what="ready")
 
 
 def test_no_password_is_guessed_and_an_unpublished_kato_is_reached_on_its_network(

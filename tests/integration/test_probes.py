@@ -5,8 +5,6 @@ scripts/run.sh starts it (with the repository's modules and faster clocks), prob
 
 from __future__ import annotations
 
-import json
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,16 +12,14 @@ import pytest
 
 from scripts.stack import Program, start, stop
 from tests.conftest import Daemon, prometheus_api, wait_for
+from tests.integration.test_kato import call
 from tests.standins import Readiness, loopback_settings, qdrant_standin
 
 pytestmark = pytest.mark.integration
 
 
 def set_faults(kato: Daemon, **faults: object) -> None:
-    request = urllib.request.Request(
-        f"{kato.url}/_double/faults", json.dumps(faults).encode(), {"Content-Type": "application/json"}
-    )
-    urllib.request.urlopen(request, timeout=5).close()
+    assert call("POST", f"{kato.url}/_double/faults", faults)[0] == 200
 
 
 def by_service(prometheus: Program, query: str) -> dict[str, float]:

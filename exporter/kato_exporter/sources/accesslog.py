@@ -28,6 +28,7 @@ import aiodocker
 import aiohttp
 
 from kato_exporter.model import HTTP_METHODS, RequestCounts
+from kato_exporter.sources.discovery import container_name
 from kato_exporter.supervision import Backoff, Link, SourceError
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ class AccessLogSource:
             await self._docker.close()
             self._docker = None
             raise SourceError(f"cannot reach Docker at {self._url}: {exc}") from None
-        matching = [c for c in listed if self._containers.fullmatch(_name(c))]
+        matching = [c for c in listed if self._containers.fullmatch(container_name(c))]
         if not matching:
             raise SourceError(f"no container matches {self._containers.pattern!r}")
         running = {c.id: c for c in matching if c["State"] == "running"}
@@ -103,7 +104,7 @@ class AccessLogSource:
 
     def _follower(self, container: aiodocker.docker.DockerContainer) -> Link:
         link = Link(
-            f"access log of {_name(container)}",
+            f"access log of {container_name(container)}",
             lambda: self._follow(container, link),
             Backoff(0.5, 10.0),
             changed=self.changed,
@@ -179,11 +180,6 @@ class Cursor:
             horizon = when - self.OVERLAP
             self._recent = {text: at for text, at in self._recent.items() if at >= horizon}
         return True
-
-
-def _name(container: aiodocker.docker.DockerContainer) -> str:
-    names = container["Names"] or ["/"]
-    return str(names[0]).lstrip("/")
 
 
 def parse_timestamp(stamp: str) -> int:

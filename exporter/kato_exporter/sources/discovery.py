@@ -36,8 +36,9 @@ class Found:
     how: str
 
 
-def container_name(container: Mapping[str, Any]) -> str:
-    return str((container.get("Names") or ["/"])[0]).lstrip("/")
+def container_name(container: Mapping[str, Any] | aiodocker.docker.DockerContainer) -> str:
+    """A container's name as Docker lists it (``/kato`` → ``kato``)."""
+    return str((container["Names"] or ["/"])[0]).lstrip("/")
 
 
 def addresses(container: Mapping[str, Any], port: int, scheme: str) -> list[tuple[str, str]]:
