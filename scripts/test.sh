@@ -10,7 +10,7 @@ started=$SECONDS
 scripts/setup.sh
 took installs
 VENV=${VENV:-.venv}
-WORKERS=${KATO_TEST_WORKERS:-4}  # pytest processes: most tests wait on daemons' clocks, not on a CPU
+WORKERS=${KATO_TEST_WORKERS:-6}  # pytest processes: most tests wait on daemons' clocks, not on a CPU
 
 builder=""
 stop_builder() { [ -z "$builder" ] || kill -TERM -- "-$builder" 2>/dev/null || true; }

@@ -26,6 +26,30 @@ RUN_ID = uuid.uuid4().hex[:8]
 RUN_LABEL = f"kato.test.run={RUN_ID}"
 
 
+# The files that take longest, in that order, start first (whether or not in parallel): the
+# parallel run then does not end on one of them alone. The rest keep their order.
+LONGEST_FIRST = [
+    "integration/test_docker_failures.py",  # an alert held while a dockerd of its own is away
+    "test_alerting_config.py",  # promtool over three days of SLO samples
+    "integration/test_host_cpu.py",
+    "integration/test_alerting.py",
+    "integration/test_compose.py",  # waits for the images
+    "integration/test_bridge.py",
+    "integration/test_image.py",
+    "integration/test_discovery.py",
+    "integration/test_dashboards.py",
+    "integration/test_live.py",
+]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = item.path.relative_to(ROOT / "tests").as_posix()
+        return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: within a file, and among the rest, the order is kept
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
