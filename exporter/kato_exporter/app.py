@@ -199,7 +199,14 @@ async def serve(config: Config, stop: asyncio.Event, hub: Hub | None = None) -> 
     if bridge is not None:
         await bridge.start()
         log.info("legacy dashboard bridge at /ws and /api/v1 (update every %gs)", config.bridge.tick)
-    tasks = [asyncio.create_task(run_source(s, hub), name=s.name) for s in sources]
+    hub.demand.scrapes = exposition.scrapes  # containers and host refresh when somebody reads them
+    tasks = [
+        asyncio.create_task(
+            run_source(s, hub, demand=hub.demand if isinstance(s, ContainersSource | HostSource) else None),
+            name=s.name,
+        )
+        for s in sources
+    ]
     tasks.append(asyncio.create_task(exposition.run(), name="exposition"))
 
     async def found_later(api: Found, redis: Found | None) -> None:

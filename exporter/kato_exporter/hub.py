@@ -3,14 +3,15 @@
 Sources write with ``update``; outputs read ``snapshot`` or wait for the next
 one with ``next_snapshot``. Events that must not be merged into a snapshot (one
 per session change) go through ``publish`` to every ``subscribe``-d queue.
-Neither side knows about the other.
+Neither side knows about the other, except through ``demand``: when somebody will next read
+what costs most to refresh.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -30,9 +31,51 @@ class Snapshot:
         return sources <= self.health.keys()
 
 
+Scrape = tuple[float, float | None]  # a scraper's last request and its period (None: not learnt yet)
+
+
+class Demand:
+    """Whether a source that is costly to refresh (containers, host) should refresh at a tick.
+
+    Outputs that read every second (the Live pusher, the bridge while a client is connected)
+    call ``keep_fresh`` as they read: such sources then refresh every tick for ``HOLD``
+    seconds more. Otherwise ``scrapes`` (the exposition's) says when each scraper seen lately
+    asked last and how often it asks, and a source refreshes at the ticks from just over one
+    interval before each scrape is due until it comes: a punctual scraper costs one refresh,
+    and every scrape finds data as fresh as a refresh every tick would have given it. A
+    scraper whose period is not learnt yet, or nobody scraping at all, gets every tick.
+    """
+
+    HOLD = 3.0  # seconds a 1 Hz reader keeps its sources fresh after its last read
+    MARGIN = 0.25  # the window before a scrape is an interval plus this: a collection's time
+    UNLEARNT = 120.0  # a scraper seen once is served every tick for this long
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._fresh_until = float("-inf")
+        self.scrapes: Callable[[], Iterable[Scrape]] = lambda: ()
+
+    def keep_fresh(self) -> None:
+        self._fresh_until = self._clock() + self.HOLD
+
+    def wanted(self, at: float, interval: float) -> bool:
+        """Whether a refresh at monotonic time ``at`` is wanted by anyone."""
+        if at <= self._fresh_until:
+            return True
+        scrapes = list(self.scrapes())
+        return not scrapes or any(self._serves(at, interval, last, period) for last, period in scrapes)
+
+    def _serves(self, at: float, interval: float, last: float, period: float | None) -> bool:
+        if period is None:
+            return at <= last + self.UNLEARNT
+        due = last + period
+        return due - interval - self.MARGIN <= at <= due + period  # more than a period late: gone
+
+
 class Hub:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
+        self.demand = Demand()
         self._snapshot = Snapshot()
         self._changed = asyncio.Condition()
         self._subscribers: set[asyncio.Queue[Any]] = set()

@@ -465,6 +465,8 @@ class Bridge:
         due = time.monotonic()
         while True:
             now = time.time()
+            if self.clients:
+                self._hub.demand.keep_fresh()
             self.refresh()
             messages: dict[tuple[str, ...], str] = {}  # each distinct message made once a tick
             frames: dict[tuple[str, int], bytes] = {}  # and compressed once
@@ -665,6 +667,7 @@ class Bridge:
 
     def _current(self, name: str) -> web.Response:
         """A part as of the latest snapshot (encoded again only if a source collected since)."""
+        self._hub.demand.keep_fresh()  # the old page polls these: containers and host every second
         self.refresh()
         return web.Response(text=self._encoded[name], content_type="application/json")
 

@@ -32,7 +32,7 @@ from prometheus_client.exposition import choose_encoder, gzip_accepted
 from prometheus_client.metrics_core import Metric
 from prometheus_client.utils import parse_version
 
-from kato_exporter.hub import Hub, Snapshot
+from kato_exporter.hub import Hub, Scrape, Snapshot
 from kato_exporter.outputs.families import Builder, RowFamilies, exporter_families
 
 Format = tuple[str, bool]  # (content type, gzipped)
@@ -194,11 +194,19 @@ class Exposition:
         else:
             scraper.period, scraper.last = now - scraper.last, now
 
+    def scrapes(self) -> list[Scrape]:
+        """Each scraper seen lately: when it last asked, and its period (None: not learnt yet)."""
+        self._forget(self._clock())
+        return [(s.last, s.period) for s in self._scrapers.values()]
+
+    def _forget(self, now: float) -> None:
+        for key in [key for key, s in self._scrapers.items() if now - s.last > self._ahead_window]:
+            del self._scrapers[key]
+
     def _due(self) -> set[Format]:
         """The formats a scraper will ask for within ``lead`` seconds, or might (period unknown)."""
         now = self._clock()
-        for key in [key for key, s in self._scrapers.items() if now - s.last > self._ahead_window]:
-            del self._scrapers[key]
+        self._forget(now)
         return {
             fmt
             for (_, fmt), s in self._scrapers.items()

@@ -392,6 +392,7 @@ class LivePusher:
     async def _tick(self) -> None:
         due = time.monotonic()
         while True:
+            self._hub.demand.keep_fresh()  # containers and host collected for every push
             lines, self._pending = self._pending, []
             self.enqueue(lines)
             due += self._every

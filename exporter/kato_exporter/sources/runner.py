@@ -6,6 +6,9 @@ change without waiting for the next tick). A collection that raises or
 overruns ``timeout`` marks the source down (its value becomes ``None`` so its
 series disappear instead of freezing) and counts an error; the next good
 collection brings it back. Other sources never notice.
+
+With a ``demand`` (the hub's), a tick nobody will read before the next one is skipped; a
+``changed`` event still collects at once.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from kato_exporter.hub import Hub
+from kato_exporter.hub import Demand, Hub
 from kato_exporter.model import SourceHealth
 
 log = logging.getLogger(__name__)
@@ -36,6 +39,7 @@ async def run_source(
     hub: Hub,
     monotonic: Callable[[], float] = time.monotonic,
     wall: Callable[[], float] = time.time,
+    demand: Demand | None = None,
 ) -> None:
     errors = 0
     last_success: float | None = None
@@ -78,10 +82,18 @@ async def run_source(
             last_error=error,
         )
         await hub.update(source.name, value, health)
-        remaining = max(0.0, tick - monotonic())
-        if changed is None:
-            await asyncio.sleep(remaining)
-        else:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(remaining):
-                    await changed.wait()
+        while not await _woken(changed, tick - monotonic()):
+            if demand is None or demand.wanted(tick, source.interval):
+                break
+            tick += source.interval
+
+
+async def _woken(changed: asyncio.Event | None, delay: float) -> bool:
+    """Sleep ``delay`` seconds; True if ``changed`` was set meanwhile."""
+    if changed is None:
+        await asyncio.sleep(max(0.0, delay))
+        return False
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(max(0.0, delay)):
+            await changed.wait()
+    return changed.is_set()
