@@ -10,6 +10,7 @@ what costs most to refresh.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -31,23 +32,25 @@ class Snapshot:
         return sources <= self.health.keys()
 
 
-Scrape = tuple[float, float | None]  # a scraper's last request and its period (None: not learnt yet)
+# A scraper's last request, its period (None: not learnt yet) and how much its period varies.
+Scrape = tuple[float, float | None, float]
 
 
 class Demand:
-    """Whether a source that is costly to refresh (containers, host) should refresh at a tick.
+    """When a source that is costly to refresh (containers, host) should refresh next.
 
     Outputs that read every second (the Live pusher, the bridge while a client is connected)
-    call ``keep_fresh`` as they read: such sources then refresh every tick for ``HOLD``
+    call ``keep_fresh`` as they read: such sources then refresh at every tick for ``HOLD``
     seconds more. Otherwise ``scrapes`` (the exposition's) says when each scraper seen lately
-    asked last and how often it asks, and a source refreshes at the ticks from just over one
-    interval before each scrape is due until it comes: a punctual scraper costs one refresh,
-    and every scrape finds data as fresh as a refresh every tick would have given it. A
-    scraper whose period is not learnt yet, or nobody scraping at all, gets every tick.
+    asked last and how often it asks, and a source refreshes ``LEAD`` seconds (plus the
+    scraper's jitter) before each scrape is due, then every interval while the scrape is late:
+    a punctual scraper costs one refresh, finds data under a second old, and its bytes are
+    rendered before it asks. A scraper whose period is not learnt yet, or nobody scraping at
+    all (none yet, or each more than a period late), gets every tick.
     """
 
     HOLD = 3.0  # seconds a 1 Hz reader keeps its sources fresh after its last read
-    MARGIN = 0.25  # the window before a scrape is an interval plus this: a collection's time
+    LEAD = 0.5  # before a scrape: room for a collection and a render of 1,000 containers
     UNLEARNT = 120.0  # a scraper seen once is served every tick for this long
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
@@ -58,18 +61,28 @@ class Demand:
     def keep_fresh(self) -> None:
         self._fresh_until = self._clock() + self.HOLD
 
-    def wanted(self, at: float, interval: float) -> bool:
-        """Whether a refresh at monotonic time ``at`` is wanted by anyone."""
-        if at <= self._fresh_until:
-            return True
+    def next_refresh(self, now: float, tick: float, interval: float) -> float:
+        """When the next refresh is wanted (at or before ``now``: now), given the next tick
+        of a refresh every ``interval``."""
+        if tick <= self._fresh_until:
+            return tick
         scrapes = list(self.scrapes())
-        return not scrapes or any(self._serves(at, interval, last, period) for last, period in scrapes)
-
-    def _serves(self, at: float, interval: float, last: float, period: float | None) -> bool:
-        if period is None:
-            return at <= last + self.UNLEARNT
-        due = last + period
-        return due - interval - self.MARGIN <= at <= due + period  # more than a period late: gone
+        if not scrapes:
+            return tick
+        wanted = math.inf
+        for last, period, jitter in scrapes:
+            if period is None:
+                if now <= last + self.UNLEARNT:
+                    return tick
+                continue
+            due = last + period
+            if now > due + period:  # more than a period late: gone
+                continue
+            first = due - self.LEAD - jitter
+            if now > first:  # the refresh before it was made: every interval until it comes
+                first += math.ceil((now - first) / interval) * interval
+            wanted = min(wanted, first)
+        return tick if wanted == math.inf else wanted  # every scraper gone: as if none yet
 
 
 class Hub:

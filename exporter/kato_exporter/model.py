@@ -114,6 +114,7 @@ class SourceHealth:
     up: bool
     duration_seconds: float = 0.0
     errors_total: int = 0
+    collections_total: int = 0
     last_success_seconds: float | None = None
     last_error: str | None = None
     info: Mapping[str, Any] = field(default_factory=dict)

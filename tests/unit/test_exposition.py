@@ -75,7 +75,8 @@ def samples(text: str, parse) -> list[tuple[str, tuple[tuple[str, str], ...], fl
         (s.name, tuple(sorted(s.labels.items())), s.value)
         for family in parse(text)
         for s in family.samples
-        if not s.name.startswith("process_")  # the exporter's own process: changes between reads
+        # the exporter's own process, and its garbage collections: change between reads
+        if not s.name.startswith(("process_", "kato_exporter_gc_pause_seconds"))
     ]
 
 
@@ -91,7 +92,11 @@ async def test_assembled_bytes_equal_prometheus_clients_own(kind):
     for sample in histories():
         snapshot = await hub.update("containers", sample, SourceHealth(up=True, last_success_seconds=1.0))
         ours = (await exposition.get(fmt)).decode()
-        families = [*exporter_families(snapshot)]
+        families = [
+            *exporter_families(snapshot),
+            exposition.scrape_times.family(),
+            exposition.gc_pauses.family(),
+        ]
         for source, value in sorted(snapshot.values.items()):
             families += builders[source](value)
         theirs = encode(Whole(families)).decode()

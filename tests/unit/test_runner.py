@@ -58,29 +58,34 @@ async def test_a_hung_collection_times_out():
     assert seen[1][0] == 2
 
 
-def test_demand_wants_a_refresh_before_each_learnt_scrape_and_every_tick_otherwise():
+def test_demand_refreshes_before_each_learnt_scrape_and_every_tick_otherwise():
     now = [1000.0]
     demand = Demand(clock=lambda: now[0])
-    assert demand.wanted(1000.0, 1.0)  # nobody scraping: every tick
-    demand.scrapes = lambda: [(1000.0, 15.0)]  # scraped at 1000, every 15 s: next at 1015
-    wanted = [t for t in range(1000, 1040) if demand.wanted(t + 0.5, 1.0)]
-    assert wanted == list(range(1014, 1030))  # from an interval (and a margin) before, to a period late
-    assert demand.wanted(1013.75, 1.0) and not demand.wanted(1013.74, 1.0)
-    demand.scrapes = lambda: [(1000.0, None)]  # seen once: every tick, for a while
-    assert demand.wanted(1119.0, 1.0) and not demand.wanted(1121.0, 1.0)
-    demand.scrapes = lambda: [(1000.0, 15.0), (1000.0, None)]
-    assert demand.wanted(1005.0, 1.0)  # anyone's want is enough
-    demand.scrapes = lambda: [(1000.0, 60.0)]
-    assert not demand.wanted(1005.0, 1.0)
+    assert demand.next_refresh(1000.2, 1000.7, 1.0) == 1000.7  # nobody scraping: every tick
+    demand.scrapes = lambda: [(1000.0, 15.0, 0.0)]  # scraped at 1000, every 15 s: next at 1015
+    assert demand.next_refresh(1000.2, 1000.7, 1.0) == 1014.5  # half a second before
+    assert demand.next_refresh(1014.6, 1015.7, 1.0) == 1015.5  # late: every second until it comes
+    assert demand.next_refresh(1029.9, 1030.7, 1.0) == 1030.5
+    assert demand.next_refresh(1030.1, 1030.7, 1.0) == 1030.7  # a period late: gone, so every tick
+    demand.scrapes = lambda: [(1000.0, 15.0, 0.7)]  # a scraper whose period varies by 0.7 s
+    assert demand.next_refresh(1000.2, 1000.7, 1.0) == 1013.8
+    demand.scrapes = lambda: [(1000.0, None, 0.0)]  # seen once: every tick, for a while
+    assert demand.next_refresh(1119.0, 1119.5, 1.0) == 1119.5
+    assert demand.next_refresh(1121.0, 1121.5, 1.0) == 1121.5  # nobody left: every tick
+    demand.scrapes = lambda: [(1000.0, None, 0.0), (1100.0, 60.0, 0.0)]
+    assert demand.next_refresh(1121.0, 1121.5, 1.0) == 1159.5
+    demand.scrapes = lambda: [(1000.0, 15.0, 0.0), (1000.0, 60.0, 0.0)]
+    assert demand.next_refresh(1000.2, 1000.7, 1.0) == 1014.5  # the soonest of all
     demand.keep_fresh()  # a 1 Hz reader
-    assert demand.wanted(1000.0 + Demand.HOLD, 1.0) and not demand.wanted(1000.1 + Demand.HOLD, 1.0)
+    assert demand.next_refresh(1000.2, 1000.7, 1.0) == 1000.7
+    assert demand.next_refresh(1003.0, 1003.7, 1.0) == 1014.5  # 3 s after its last read
 
 
 async def test_ticks_nobody_reads_are_skipped_but_a_change_is_collected_at_once():
     source = Flaky()
     source.changed = asyncio.Event()
     hub = Hub()
-    hub.demand.scrapes = lambda: [(time.monotonic(), 100.0)]  # the next scrape is far off
+    hub.demand.scrapes = lambda: [(time.monotonic(), 100.0, 0.0)]  # the next scrape is far off
     task = asyncio.create_task(run_source(source, hub, demand=hub.demand))
     try:
         await asyncio.sleep(0.3)  # 30 ticks

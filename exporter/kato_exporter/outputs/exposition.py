@@ -19,6 +19,7 @@ are those prometheus_client would produce for the whole (the tests compare them)
 from __future__ import annotations
 
 import asyncio
+import gc
 import gzip
 import re
 import time
@@ -33,7 +34,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.utils import parse_version
 
 from kato_exporter.hub import Hub, Scrape, Snapshot
-from kato_exporter.outputs.families import Builder, RowFamilies, exporter_families
+from kato_exporter.outputs.families import Builder, Durations, RowFamilies, exporter_families
 
 Format = tuple[str, bool]  # (content type, gzipped)
 # What Prometheus 2 asks for: rendered ahead from the start, so that even its first scrape of a
@@ -119,6 +120,13 @@ class _RowBlock:
 class _Scraper:
     last: float  # when it last asked
     period: float | None = None  # between its last two requests
+    jitter: float = 0.0  # how much its period varied lately (each new one counts half)
+
+    def asked(self, now: float) -> None:
+        period = now - self.last
+        if self.period is not None:
+            self.jitter = max(abs(period - self.period), self.jitter / 2)
+        self.period, self.last = period, now
 
 
 class Exposition:
@@ -147,6 +155,22 @@ class Exposition:
         self._rendering: dict[tuple[int, Format], asyncio.Future[dict[Format, bytes]]] = {}
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="render")
         self.renders = 0
+        # what a slow scrape was slow at: waiting for its render, or writing; or the process
+        # stopped for a full garbage collection
+        self.scrape_times = Durations(
+            "kato_exporter_scrape_seconds",
+            "Scrapes of /metrics by phase: waiting for the bytes (a render not yet finished), writing them.",
+            "phase",
+            ("wait", "write"),
+        )
+        self.gc_pauses = Durations(
+            "kato_exporter_gc_pause_seconds",
+            "Garbage collections by generation: the process stands still meanwhile.",
+            "generation",
+            ("0", "1", "2"),
+        )
+        self._gc_started = 0.0
+        gc.callbacks.append(self._gc)
         prometheus = self.negotiate(PROMETHEUS_ACCEPT, "gzip")
         self._scrapers[("", prometheus)] = _Scraper(self._clock())  # until a real one asks
 
@@ -192,12 +216,13 @@ class Exposition:
                 del self._scrapers[min(self._scrapers, key=lambda key: self._scrapers[key].last)]
             self._scrapers[(address, fmt)] = _Scraper(now)
         else:
-            scraper.period, scraper.last = now - scraper.last, now
+            scraper.asked(now)
 
     def scrapes(self) -> list[Scrape]:
-        """Each scraper seen lately: when it last asked, and its period (None: not learnt yet)."""
+        """Each scraper seen lately: when it last asked, its period (None: not learnt yet), and
+        how much that varies."""
         self._forget(self._clock())
-        return [(s.last, s.period) for s in self._scrapers.values()]
+        return [(s.last, s.period, s.jitter) for s in self._scrapers.values()]
 
     def _forget(self, now: float) -> None:
         for key in [key for key, s in self._scrapers.items() if now - s.last > self._ahead_window]:
@@ -210,11 +235,18 @@ class Exposition:
         return {
             fmt
             for (_, fmt), s in self._scrapers.items()
-            if s.period is None or now >= s.last + s.period - self._lead
+            if s.period is None or now >= s.last + s.period - self._lead - s.jitter
         }
 
     def close(self) -> None:
         self._thread.shutdown(wait=False, cancel_futures=True)
+        gc.callbacks.remove(self._gc)
+
+    def _gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        else:
+            self.gc_pauses.observe(str(info["generation"]), time.perf_counter() - self._gc_started)
 
     def _render(self, snapshot: Snapshot, formats: set[Format]) -> asyncio.Future[dict[Format, bytes]]:
         loop = asyncio.get_running_loop()
@@ -249,7 +281,8 @@ class Exposition:
 
     def _plain(self, snapshot: Snapshot, content_type: str) -> bytes:
         codec = self._codecs[content_type]
-        parts = [codec.encode([*exporter_families(snapshot), *self._process.collect()])]
+        own = [*exporter_families(snapshot), self.scrape_times.family(), self.gc_pauses.family()]
+        parts = [codec.encode([*own, *self._process.collect()])]
         for source, value in sorted(snapshot.values.items()):
             if source in self._builders:
                 parts.append(self._block(source, value, content_type))

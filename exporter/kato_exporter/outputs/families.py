@@ -11,6 +11,7 @@ Sample of the families, encoded::
 
 from __future__ import annotations
 
+import bisect
 import platform
 import re
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
@@ -20,6 +21,7 @@ from typing import Any
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
     GaugeMetricFamily,
+    HistogramMetricFamily,
     InfoMetricFamily,
     Metric,
     SummaryMetricFamily,
@@ -94,6 +96,12 @@ def exporter_families(snapshot: Snapshot) -> Iterator[Metric]:
         "Duration of the source's last collection.",
         source,
         (([n], h.duration_seconds) for n, h in health),
+    )
+    yield counter(
+        "kato_exporter_collections_total",
+        "Collections of the source (containers and host: when somebody will read them).",
+        source,
+        (([n], h.collections_total) for n, h in health),
     )
     yield counter(
         "kato_exporter_collect_errors_total",
@@ -468,3 +476,27 @@ def default_builders(info_labels: Sequence[str] = ()) -> dict[str, Builder]:
         "alertmanager": alert_families,
         "grafana_live": live_families,
     }
+
+
+class Durations:
+    """A histogram of durations by one label, without a lock (the GIL orders its updates), so
+    that a garbage-collector callback may feed it."""
+
+    BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+    def __init__(self, name: str, documentation: str, label: str, values: Iterable[str]) -> None:
+        self._name, self._documentation, self._label = name, documentation, label
+        self._counts = {value: [0] * (len(self.BUCKETS) + 1) for value in values}
+        self._sums = dict.fromkeys(self._counts, 0.0)
+
+    def observe(self, value: str, seconds: float) -> None:
+        self._counts[value][bisect.bisect_left(self.BUCKETS, seconds)] += 1
+        self._sums[value] += seconds
+
+    def family(self) -> HistogramMetricFamily:
+        family = HistogramMetricFamily(self._name, self._documentation, labels=[self._label])
+        for value, counts in self._counts.items():
+            cumulative = [sum(counts[: i + 1]) for i in range(len(counts))]
+            bounds = [*(repr(b) for b in self.BUCKETS), "+Inf"]
+            family.add_metric([value], list(zip(bounds, cumulative, strict=True)), self._sums[value])
+        return family

@@ -25,14 +25,23 @@ SOURCES: web.AppKey[Set[str]] = web.AppKey("sources")
 METRICS_PATH = web.AppKey("metrics_path", str)
 
 
-async def metrics(request: web.Request) -> web.Response:
+async def metrics(request: web.Request) -> web.StreamResponse:
     exposition = request.app[EXPOSITION]
     fmt = exposition.negotiate(request.headers.get("Accept", ""), request.headers.get("Accept-Encoding", ""))
+    started = time.perf_counter()
     body = await exposition.get(fmt, request.remote or "")
+    ready = time.perf_counter()
     headers = {"Content-Type": fmt[0], "Vary": "Accept, Accept-Encoding"}
     if fmt[1]:
         headers["Content-Encoding"] = "gzip"
-    return web.Response(body=body, headers=headers)
+    response = web.StreamResponse(headers=headers)
+    response.content_length = len(body)
+    await response.prepare(request)
+    await response.write(body)
+    await response.write_eof()
+    exposition.scrape_times.observe("wait", ready - started)
+    exposition.scrape_times.observe("write", time.perf_counter() - ready)
+    return response
 
 
 class Inbox(Protocol):

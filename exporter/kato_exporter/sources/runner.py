@@ -7,8 +7,9 @@ overruns ``timeout`` marks the source down (its value becomes ``None`` so its
 series disappear instead of freezing) and counts an error; the next good
 collection brings it back. Other sources never notice.
 
-With a ``demand`` (the hub's), a tick nobody will read before the next one is skipped; a
-``changed`` event still collects at once.
+With a ``demand`` (the hub's), a source collects when somebody will read it: at the ticks a
+1 Hz reader wants, and just before each scrape otherwise; a ``changed`` event still collects
+at once.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ async def run_source(
     wall: Callable[[], float] = time.time,
     demand: Demand | None = None,
 ) -> None:
-    errors = 0
+    errors = collections = 0
     last_success: float | None = None
     was_up: bool | None = None
     last_error: str | None = None
@@ -65,6 +66,7 @@ async def run_source(
         except Exception as exc:  # the policy: any failure marks the source down
             error = str(exc) or type(exc).__name__
         duration = monotonic() - started
+        collections += 1
         if error is None:
             last_success = wall()
             if was_up is False:
@@ -78,14 +80,18 @@ async def run_source(
             up=was_up,
             duration_seconds=duration,
             errors_total=errors,
+            collections_total=collections,
             last_success_seconds=last_success,
             last_error=error,
         )
         await hub.update(source.name, value, health)
-        while not await _woken(changed, tick - monotonic()):
-            if demand is None or demand.wanted(tick, source.interval):
+        while True:  # until the next collection is due, or a change
+            now = monotonic()
+            due = tick if demand is None else demand.next_refresh(now, tick, source.interval)
+            if await _woken(changed, min(due, tick) - now) or monotonic() >= due:
                 break
-            tick += source.interval
+            if monotonic() >= tick:  # a tick nobody wanted: skipped
+                tick += source.interval
 
 
 async def _woken(changed: asyncio.Event | None, delay: float) -> bool:

@@ -1,0 +1,274 @@
+"""Refreshing only when somebody will read: this design against an earlier one, in the same run.
+
+    .venv/bin/python -m bench.demand_bench --baseline 202b555
+
+Starts 1,000 idle busybox containers (label kato.bench=1), then runs the exporter of this
+checkout ("ours") and that of ``--baseline`` (a commit whose exporter refreshes containers and
+host every second whoever reads them, taken with `git archive`) side by side:
+
+  1. CPU, RSS, data age (now − the containers' last collection, at each scrape) and scrape
+     latency of each, scraped every 5 s as Prometheus scrapes (one scraper each);
+  2. the same with a 1 Hz reader besides: a client of the legacy bridge subscribed as the old
+     page is (`metrics`, `containers`);
+  3. scrape latency every 5 s, 15 s and 60 s, ours, the baseline's and node_exporter's, each
+     scraped by several scrapers (each from an address of its own, at phases spread over the
+     period) so that each row holds at least ``--scrapes`` scrapes: p50 / p99 / max;
+  4. row 1 again at 100 containers.
+
+Each exporter is started afresh for each row, so that no row inherits the scrapers of another.
+Needs scripts/setup.sh to have run (dockerd, the busybox image, node_exporter).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import http.client
+import json
+import math
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from bench.exporter_bench import (
+    LABEL,
+    OUT,
+    SCRAPER_HEADERS,
+    bench_containers,
+    cpu_seconds,
+    remove_bench_containers,
+    rss_bytes,
+    start_node_exporter,
+)
+from tests.conftest import ROOT, Exporter, wait_for
+
+AGE = re.compile(rb'^kato_exporter_last_success_timestamp_seconds\{source="containers"\} (\S+)', re.M)
+
+
+class Scraper(threading.Thread):
+    """Scrapes ``url`` every ``period`` from ``source`` (an address of its own) on one keep-alive
+    connection with Prometheus' headers, starting after ``phase``: each scrape's latency (ms)
+    and, where the body says, its data age (s)."""
+
+    def __init__(self, url: str, period: float, phase: float, until: float, source: str) -> None:
+        super().__init__(daemon=True)
+        self.url, self.period, self.phase, self.until, self.source = url, period, phase, until, source
+        self.scrapes: list[tuple[float, float, float | None]] = []  # (when, latency, data age)
+        self.failed = 0
+
+    def run(self) -> None:
+        parts = urlsplit(self.url)
+        connection = http.client.HTTPConnection(
+            parts.hostname, parts.port, timeout=10, source_address=(self.source, 0)
+        )
+        headers = dict(h.split(": ", 1) for h in SCRAPER_HEADERS)
+        due = time.monotonic() + self.phase
+        while due < self.until:
+            time.sleep(max(0.0, due - time.monotonic()))
+            due += self.period
+            started = time.perf_counter()
+            try:
+                connection.request("GET", parts.path, headers=headers)
+                response = connection.getresponse()
+                body = response.read()
+            except OSError:
+                self.failed += 1
+                connection.close()
+                continue
+            latency = (time.perf_counter() - started) * 1000
+            received = time.time()
+            self.failed += response.status != 200
+            match = AGE.search(gzip.decompress(body) if body[:2] == b"\x1f\x8b" else body)
+            self.scrapes.append((time.monotonic(), latency, received - float(match[1]) if match else None))
+        connection.close()
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    values = sorted(values)
+    if not values:
+        return {}
+    return {
+        "count": len(values),
+        "p50": values[len(values) // 2],
+        "p99": values[min(len(values) - 1, math.ceil(len(values) * 0.99) - 1)],
+        "max": values[-1],
+    }
+
+
+def scrape_all(urls: dict[str, str], period: float, scrapers: int, seconds: float) -> dict[str, dict]:
+    """Each url scraped by ``scrapers`` scrapers every ``period`` for ``seconds`` after a warm-up
+    of two periods (the exporter learns each scraper's period); the urls' scrapers interleave."""
+    warm_up = 2 * period + 1
+    start = time.monotonic()
+    threads: dict[str, list[Scraper]] = {}
+    for u, (name, url) in enumerate(urls.items()):
+        threads[name] = [
+            Scraper(
+                url,
+                period,
+                period * (i + u / len(urls)) / scrapers,
+                start + warm_up + seconds,
+                f"127.0.{10 + u}.{10 + i}",
+            )
+            for i in range(scrapers)
+        ]
+    for thread in (t for ts in threads.values() for t in ts):
+        thread.start()
+    for thread in (t for ts in threads.values() for t in ts):
+        thread.join()
+    result = {}
+    for name, ts in threads.items():
+        timed = [s for t in ts for s in t.scrapes if s[0] >= start + warm_up]
+        result[name] = {
+            "latency_ms": summary([latency for _, latency, _ in timed]),
+            "data_age_s": summary([age for _, _, age in timed if age is not None]),
+            "failed": sum(t.failed for t in ts),
+        }
+    return result
+
+
+class OldPage(threading.Thread):
+    """A client of the legacy bridge, subscribed as the old dashboard page is."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url = url.replace("http://", "ws://") + "/ws"
+        self.messages = 0
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        asyncio.run(self._run())
+
+    async def _run(self) -> None:
+        async with aiohttp.ClientSession() as session, session.ws_connect(self.url) as ws:
+            await ws.send_json({"type": "subscribe", "subscriptions": ["metrics", "containers"]})
+            while not self._stop.is_set():
+                try:
+                    await ws.receive(timeout=0.5)
+                    self.messages += 1
+                except TimeoutError:
+                    pass
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.join(5)
+
+
+def steady(exporters: dict[str, Exporter], seconds: float, one_hz: bool) -> dict[str, dict]:
+    """CPU and RSS of each exporter while scraped every 5 s (one scraper each), with or
+    without an old page connected; data age and latency of those scrapes."""
+    pages = [OldPage(e.url) for e in exporters.values()] if one_hz else []
+    for page in pages:
+        page.start()
+    time.sleep(12)  # past start-up, and the scrapers' periods learnt in the first scrapes below
+    before = {name: (cpu_seconds(e.proc.pid), time.monotonic()) for name, e in exporters.items()}
+    scraped = scrape_all({n: e.url + "/metrics" for n, e in exporters.items()}, 5.0, 1, seconds)
+    for name, e in exporters.items():
+        cpu0, t0 = before[name]
+        cpu = (cpu_seconds(e.proc.pid) - cpu0) / (time.monotonic() - t0)
+        scraped[name]["cpu_percent_of_core"] = 100 * cpu
+        scraped[name]["rss_mb"] = rss_bytes(e.proc.pid) / 1e6
+        scraped[name]["collections"] = collections(e)
+    for page in pages:
+        page.stop()
+        scraped.setdefault("old_page_messages", []).append(page.messages)
+    return scraped
+
+
+def collections(exporter: Exporter) -> float | None:
+    return exporter.scrape().value("kato_exporter_collections_total", source="containers")
+
+
+def baseline_tree(revision: str) -> Path:
+    """The exporter package of ``revision``, unpacked in a folder of its own."""
+    folder = Path(tempfile.mkdtemp(prefix=f"kato-baseline-{revision}-"))
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", revision, "exporter"], capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    return folder / "exporter"
+
+
+def with_exporters(count: int, baseline: Path, run: Callable[[dict[str, Exporter]], dict]) -> dict:
+    args = [f"--collector.containers.label-selector={LABEL}"]
+    exporters = {
+        "ours": Exporter(args),
+        "baseline": Exporter(args, prefix=["env", f"PYTHONPATH={baseline}"]),
+    }
+    try:
+        for e in exporters.values():
+            wait_for(
+                lambda e=e: len(list(e.scrape().all("kato_container_info"))) == count,
+                60,
+                what=f"{count} containers on /metrics",
+            )
+        return run(exporters)
+    finally:
+        for e in exporters.values():
+            e.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--baseline", required=True, help="the commit to compare with")
+    parser.add_argument("--containers", type=int, default=1000)
+    parser.add_argument("--steady-seconds", type=float, default=150)
+    parser.add_argument("--scrapes", type=int, default=100, help="scrapes per latency row at least")
+    parser.add_argument("--periods", type=float, nargs="+", default=[5, 15, 60])
+    parser.add_argument("--scrapers", type=int, nargs="+", default=[4, 8, 20], help="per period")
+    args = parser.parse_args()
+    baseline = baseline_tree(args.baseline)
+    results: dict[str, object] = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+        "machine": subprocess.run(["uname", "-mr"], capture_output=True, text=True).stdout.strip()
+        + f", {subprocess.check_output(['nproc'], text=True).strip()} cores",
+        "baseline": args.baseline,
+    }
+
+    def report(key: str, value: object) -> None:
+        results[key] = value
+        print(json.dumps({key: value}, indent=1), flush=True)
+
+    node, node_url = start_node_exporter()
+    try:
+        n = args.containers
+        bench_containers(n)
+        for one_hz in (False, True):
+            row = with_exporters(n, baseline, lambda e, h=one_hz: steady(e, args.steady_seconds, h))
+            report(f"{n}_with_1hz_reader" if one_hz else f"{n}_prometheus_only", row)
+        for period, scrapers in zip(args.periods, args.scrapers, strict=True):
+            seconds = period * math.ceil(args.scrapes / scrapers)
+
+            def latency(
+                e: dict[str, Exporter], p: float = period, k: int = scrapers, w: float = seconds
+            ) -> dict:
+                urls = {name: x.url + "/metrics" for name, x in e.items()} | {"node_exporter": node_url}
+                return scrape_all(urls, p, k, w)
+
+            report(f"{n}_every_{period:g}s", with_exporters(n, baseline, latency))
+        bench_containers(100)
+        report(
+            "100_prometheus_only",
+            with_exporters(100, baseline, lambda e: steady(e, args.steady_seconds, False)),
+        )
+    finally:
+        node.terminate()
+        remove_bench_containers()
+    OUT.mkdir(exist_ok=True)
+    path = OUT / f"demand-{results['date']}.json"
+    path.write_text(json.dumps(results, indent=2))
+    print(f"written to {path}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
