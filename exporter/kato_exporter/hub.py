@@ -61,14 +61,15 @@ class Demand:
     def keep_fresh(self) -> None:
         self._fresh_until = self._clock() + self.HOLD
 
-    def next_refresh(self, now: float, tick: float, interval: float) -> float:
-        """When the next refresh is wanted (at or before ``now``: now), given the next tick
-        of a refresh every ``interval``."""
+    def next_refresh(self, after: float, tick: float, interval: float) -> float:
+        """When the next refresh is wanted (at or before now: now), given that the last one
+        began at ``after`` and that the next tick of a refresh every ``interval`` is ``tick``."""
         if tick <= self._fresh_until:
             return tick
         scrapes = list(self.scrapes())
         if not scrapes:
             return tick
+        now = self._clock()
         wanted = math.inf
         for last, period, jitter in scrapes:
             if period is None:
@@ -79,8 +80,8 @@ class Demand:
             if now > due + period:  # more than a period late: gone
                 continue
             first = due - self.LEAD - jitter
-            if now > first:  # the refresh before it was made: every interval until it comes
-                first += math.ceil((now - first) / interval) * interval
+            if after >= first:  # that refresh was made: every interval on, until the scrape comes
+                first += (math.floor((after - first) / interval) + 1) * interval
             wanted = min(wanted, first)
         return tick if wanted == math.inf else wanted  # every scraper gone: as if none yet
 

@@ -59,26 +59,32 @@ async def test_a_hung_collection_times_out():
 
 
 def test_demand_refreshes_before_each_learnt_scrape_and_every_tick_otherwise():
-    now = [1000.0]
+    now = [1000.2]
     demand = Demand(clock=lambda: now[0])
-    assert demand.next_refresh(1000.2, 1000.7, 1.0) == 1000.7  # nobody scraping: every tick
+
+    def after(last_refresh: float, tick: float, at: float | None = None) -> float:
+        now[0] = last_refresh if at is None else at
+        return demand.next_refresh(last_refresh, tick, 1.0)
+
+    assert after(1000.2, 1000.7) == 1000.7  # nobody scraping: every tick
     demand.scrapes = lambda: [(1000.0, 15.0, 0.0)]  # scraped at 1000, every 15 s: next at 1015
-    assert demand.next_refresh(1000.2, 1000.7, 1.0) == 1014.5  # half a second before
-    assert demand.next_refresh(1014.6, 1015.7, 1.0) == 1015.5  # late: every second until it comes
-    assert demand.next_refresh(1029.9, 1030.7, 1.0) == 1030.5
-    assert demand.next_refresh(1030.1, 1030.7, 1.0) == 1030.7  # a period late: gone, so every tick
+    assert after(1000.2, 1000.7) == 1014.5  # half a second before
+    assert after(1000.2, 1000.7, at=1014.5) == 1014.5  # woken then: due now
+    assert after(1014.5, 1014.7) == 1015.5  # made, and the scrape late: every second until it comes
+    assert after(1029.5, 1029.7) == 1030.5
+    assert after(1030.1, 1030.7) == 1030.7  # a period late: gone, so every tick
     demand.scrapes = lambda: [(1000.0, 15.0, 0.7)]  # a scraper whose period varies by 0.7 s
-    assert demand.next_refresh(1000.2, 1000.7, 1.0) == 1013.8
+    assert after(1000.2, 1000.7) == 1013.8
     demand.scrapes = lambda: [(1000.0, None, 0.0)]  # seen once: every tick, for a while
-    assert demand.next_refresh(1119.0, 1119.5, 1.0) == 1119.5
-    assert demand.next_refresh(1121.0, 1121.5, 1.0) == 1121.5  # nobody left: every tick
+    assert after(1119.0, 1119.5) == 1119.5
+    assert after(1121.0, 1121.5) == 1121.5  # nobody left: every tick
     demand.scrapes = lambda: [(1000.0, None, 0.0), (1100.0, 60.0, 0.0)]
-    assert demand.next_refresh(1121.0, 1121.5, 1.0) == 1159.5
+    assert after(1121.0, 1121.5) == 1159.5
     demand.scrapes = lambda: [(1000.0, 15.0, 0.0), (1000.0, 60.0, 0.0)]
-    assert demand.next_refresh(1000.2, 1000.7, 1.0) == 1014.5  # the soonest of all
+    assert after(1000.2, 1000.7) == 1014.5  # the soonest of all
     demand.keep_fresh()  # a 1 Hz reader
-    assert demand.next_refresh(1000.2, 1000.7, 1.0) == 1000.7
-    assert demand.next_refresh(1003.0, 1003.7, 1.0) == 1014.5  # 3 s after its last read
+    assert after(1000.2, 1000.7) == 1000.7
+    assert after(1003.0, 1003.7) == 1014.5  # 3 s after its last read
 
 
 async def test_ticks_nobody_reads_are_skipped_but_a_change_is_collected_at_once():

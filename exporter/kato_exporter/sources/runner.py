@@ -86,12 +86,15 @@ async def run_source(
         )
         await hub.update(source.name, value, health)
         while True:  # until the next collection is due, or a change
-            now = monotonic()
-            due = tick if demand is None else demand.next_refresh(now, tick, source.interval)
-            if await _woken(changed, min(due, tick) - now) or monotonic() >= due:
+            now = monotonic()  # asked again after each wake: a scrape may have come meanwhile
+            due = tick if demand is None else demand.next_refresh(started, tick, source.interval)
+            if due <= now:
+                await asyncio.sleep(0)  # others' turn before the next collection
                 break
-            if monotonic() >= tick:  # a tick nobody wanted: skipped
+            if tick <= now:  # a tick nobody wanted: skipped
                 tick += source.interval
+            elif await _woken(changed, min(due, tick) - now):
+                break
 
 
 async def _woken(changed: asyncio.Event | None, delay: float) -> bool:
