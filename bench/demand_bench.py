@@ -53,6 +53,7 @@ from bench.exporter_bench import (
 from tests.conftest import ROOT, Exporter, wait_for
 
 AGE = re.compile(rb'^kato_exporter_last_success_timestamp_seconds\{source="containers"\} (\S+)', re.M)
+REFRESHES = re.compile(rb'^kato_exporter_collections_total\{source="containers"\} (\S+)', re.M)
 
 
 class Scraper(threading.Thread):
@@ -64,6 +65,7 @@ class Scraper(threading.Thread):
         super().__init__(daemon=True)
         self.url, self.period, self.phase, self.until, self.source = url, period, phase, until, source
         self.scrapes: list[tuple[float, float, float | None]] = []  # (when, latency, data age)
+        self.refreshes: list[tuple[float, float]] = []  # (when, containers' collections so far)
         self.failed = 0
 
     def run(self) -> None:
@@ -88,8 +90,11 @@ class Scraper(threading.Thread):
             latency = (time.perf_counter() - started) * 1000
             received = time.time()
             self.failed += response.status != 200
-            match = AGE.search(gzip.decompress(body) if body[:2] == b"\x1f\x8b" else body)
+            text = gzip.decompress(body) if body[:2] == b"\x1f\x8b" else body
+            match, refreshes = AGE.search(text), REFRESHES.search(text)
             self.scrapes.append((time.monotonic(), latency, received - float(match[1]) if match else None))
+            if refreshes:
+                self.refreshes.append((time.monotonic(), float(refreshes[1])))
         connection.close()
 
 
@@ -134,6 +139,11 @@ def scrape_all(urls: dict[str, str], period: float, scrapers: int, seconds: floa
             "data_age_s": summary([age for _, _, age in timed if age is not None]),
             "failed": sum(t.failed for t in ts),
         }
+        counts = sorted(r for t in ts for r in t.refreshes if r[0] >= start + warm_up)
+        if len(counts) > 1:  # as the scraped bytes say (rendered after the refresh before them)
+            result[name]["refreshes_per_second"] = (counts[-1][1] - counts[0][1]) / (
+                counts[-1][0] - counts[0][0]
+            )
     return result
 
 
@@ -144,7 +154,7 @@ class OldPage(threading.Thread):
         super().__init__(daemon=True)
         self.url = url.replace("http://", "ws://") + "/ws"
         self.messages = 0
-        self._stop = threading.Event()
+        self._done = threading.Event()
 
     def run(self) -> None:
         asyncio.run(self._run())
@@ -152,7 +162,7 @@ class OldPage(threading.Thread):
     async def _run(self) -> None:
         async with aiohttp.ClientSession() as session, session.ws_connect(self.url) as ws:
             await ws.send_json({"type": "subscribe", "subscriptions": ["metrics", "containers"]})
-            while not self._stop.is_set():
+            while not self._done.is_set():
                 try:
                     await ws.receive(timeout=0.5)
                     self.messages += 1
@@ -160,33 +170,48 @@ class OldPage(threading.Thread):
                     pass
 
     def stop(self) -> None:
-        self._stop.set()
+        self._done.set()
         self.join(5)
 
 
 def steady(exporters: dict[str, Exporter], seconds: float, one_hz: bool) -> dict[str, dict]:
     """CPU and RSS of each exporter while scraped every 5 s (one scraper each), with or
-    without an old page connected; data age and latency of those scrapes."""
+    without an old page connected, from the end of the scrapers' warm-up; data age and
+    latency of those scrapes; refreshes of the containers a second."""
     pages = [OldPage(e.url) for e in exporters.values()] if one_hz else []
     for page in pages:
         page.start()
-    time.sleep(12)  # past start-up, and the scrapers' periods learnt in the first scrapes below
-    before = {name: (cpu_seconds(e.proc.pid), time.monotonic()) for name, e in exporters.items()}
-    scraped = scrape_all({n: e.url + "/metrics" for n, e in exporters.items()}, 5.0, 1, seconds)
+    time.sleep(5)  # past start-up
+    scraped: dict[str, dict] = {}
+    urls = {n: e.url + "/metrics" for n, e in exporters.items()}
+    scrapers = threading.Thread(target=lambda: scraped.update(scrape_all(urls, 5.0, 1, seconds)))
+    scrapers.start()
+    time.sleep(2 * 5.0 + 1)  # scrape_all's warm-up
+    before = {n: (cpu_seconds(e.proc.pid), time.monotonic()) for n, e in exporters.items()}
+    scrapers.join()
     for name, e in exporters.items():
         cpu0, t0 = before[name]
-        cpu = (cpu_seconds(e.proc.pid) - cpu0) / (time.monotonic() - t0)
-        scraped[name]["cpu_percent_of_core"] = 100 * cpu
+        scraped[name]["cpu_percent_of_core"] = (
+            100 * (cpu_seconds(e.proc.pid) - cpu0) / (time.monotonic() - t0)
+        )
         scraped[name]["rss_mb"] = rss_bytes(e.proc.pid) / 1e6
-        scraped[name]["collections"] = collections(e)
     for page in pages:
         page.stop()
         scraped.setdefault("old_page_messages", []).append(page.messages)
     return scraped
 
 
-def collections(exporter: Exporter) -> float | None:
-    return exporter.scrape().value("kato_exporter_collections_total", source="containers")
+def slow_scrapes(exporter: Exporter) -> dict[str, object]:
+    """What the exporter says its scrapes waited for and wrote, and its garbage collections."""
+    e = exporter.scrape()
+    said: dict[str, object] = {}
+    for family, label in (
+        ("kato_exporter_scrape_seconds", "phase"),
+        ("kato_exporter_gc_pause_seconds", "generation"),
+    ):
+        for labels, value in e.all(family + "_bucket"):
+            said.setdefault(f"{family}{{{label}={labels[label]}}}", {})[labels["le"]] = value
+    return said
 
 
 def baseline_tree(revision: str) -> Path:
@@ -212,7 +237,10 @@ def with_exporters(count: int, baseline: Path, run: Callable[[dict[str, Exporter
                 60,
                 what=f"{count} containers on /metrics",
             )
-        return run(exporters)
+        result = run(exporters)
+        if "ours" in result:
+            result["ours"]["said"] = slow_scrapes(exporters["ours"])
+        return result
     finally:
         for e in exporters.values():
             e.stop()
@@ -226,6 +254,8 @@ def main() -> None:
     parser.add_argument("--scrapes", type=int, default=100, help="scrapes per latency row at least")
     parser.add_argument("--periods", type=float, nargs="+", default=[5, 15, 60])
     parser.add_argument("--scrapers", type=int, nargs="+", default=[4, 8, 20], help="per period")
+    parser.add_argument("--small", type=int, default=100, help="containers of the last row (0: none)")
+    parser.add_argument("--keep", action="store_true", help="leave the containers running")
     args = parser.parse_args()
     baseline = baseline_tree(args.baseline)
     results: dict[str, object] = {
@@ -256,14 +286,14 @@ def main() -> None:
                 return scrape_all(urls, p, k, w)
 
             report(f"{n}_every_{period:g}s", with_exporters(n, baseline, latency))
-        bench_containers(100)
-        report(
-            "100_prometheus_only",
-            with_exporters(100, baseline, lambda e: steady(e, args.steady_seconds, False)),
-        )
+        if args.small:
+            bench_containers(args.small)
+            row = with_exporters(args.small, baseline, lambda e: steady(e, args.steady_seconds, False))
+            report(f"{args.small}_prometheus_only", row)
     finally:
         node.terminate()
-        remove_bench_containers()
+        if not args.keep:
+            remove_bench_containers()
     OUT.mkdir(exist_ok=True)
     path = OUT / f"demand-{results['date']}.json"
     path.write_text(json.dumps(results, indent=2))

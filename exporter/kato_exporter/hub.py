@@ -45,13 +45,13 @@ class Demand:
     asked last and how often it asks, and a source refreshes ``LEAD`` seconds (plus the
     scraper's jitter) before each scrape is due, then every interval while the scrape is late:
     a punctual scraper costs one refresh, finds data under a second old, and its bytes are
-    rendered before it asks. A scraper whose period is not learnt yet, or nobody scraping at
-    all (none yet, or each more than a period late), gets every tick.
+    rendered before it asks. Nobody scraping (none yet, or each more than a period late) gets
+    every tick. A scraper seen once does not count until it comes back: a curl costs nothing,
+    and the second scrape of a new scraper beside others may find data as old as their period.
     """
 
     HOLD = 3.0  # seconds a 1 Hz reader keeps its sources fresh after its last read
     LEAD = 0.5  # before a scrape: room for a collection and a render of 1,000 containers
-    UNLEARNT = 120.0  # a scraper seen once is served every tick for this long
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
@@ -72,9 +72,7 @@ class Demand:
         now = self._clock()
         wanted = math.inf
         for last, period, jitter in scrapes:
-            if period is None:
-                if now <= last + self.UNLEARNT:
-                    return tick
+            if period is None:  # seen once: a curl, or a scraper whose second scrape is to come
                 continue
             due = last + period
             if now > due + period:  # more than a period late: gone

@@ -75,11 +75,10 @@ def test_demand_refreshes_before_each_learnt_scrape_and_every_tick_otherwise():
     assert after(1030.1, 1030.7) == 1030.7  # a period late: gone, so every tick
     demand.scrapes = lambda: [(1000.0, 15.0, 0.7)]  # a scraper whose period varies by 0.7 s
     assert after(1000.2, 1000.7) == 1013.8
-    demand.scrapes = lambda: [(1000.0, None, 0.0)]  # seen once: every tick, for a while
-    assert after(1119.0, 1119.5) == 1119.5
-    assert after(1121.0, 1121.5) == 1121.5  # nobody left: every tick
-    demand.scrapes = lambda: [(1000.0, None, 0.0), (1100.0, 60.0, 0.0)]
-    assert after(1121.0, 1121.5) == 1159.5
+    demand.scrapes = lambda: [(1000.0, None, 0.0)]  # seen once, and nobody else: every tick
+    assert after(1001.0, 1001.5) == 1001.5
+    demand.scrapes = lambda: [(1000.0, None, 0.0), (1100.0, 60.0, 0.0)]  # seen once: no count
+    assert after(1101.0, 1101.5) == 1159.5
     demand.scrapes = lambda: [(1000.0, 15.0, 0.0), (1000.0, 60.0, 0.0)]
     assert after(1000.2, 1000.7) == 1014.5  # the soonest of all
     demand.keep_fresh()  # a 1 Hz reader
