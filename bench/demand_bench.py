@@ -148,7 +148,8 @@ def scrape_all(urls: dict[str, str], period: float, scrapers: int, seconds: floa
 
 
 class OldPage(threading.Thread):
-    """A client of the legacy bridge, subscribed as the old dashboard page is."""
+    """A client of the legacy bridge, subscribed as the old dashboard page is, and sending its
+    ``ping`` every 30 s (the bridge closes a client silent for longer)."""
 
     def __init__(self, url: str) -> None:
         super().__init__(daemon=True)
@@ -162,12 +163,18 @@ class OldPage(threading.Thread):
     async def _run(self) -> None:
         async with aiohttp.ClientSession() as session, session.ws_connect(self.url) as ws:
             await ws.send_json({"type": "subscribe", "subscriptions": ["metrics", "containers"]})
+            pinged = time.monotonic()
             while not self._done.is_set():
+                if time.monotonic() - pinged > 30:
+                    await ws.send_str("ping")
+                    pinged = time.monotonic()
                 try:
-                    await ws.receive(timeout=0.5)
-                    self.messages += 1
+                    message = await ws.receive(timeout=0.5)
                 except TimeoutError:
-                    pass
+                    continue
+                if message.type != aiohttp.WSMsgType.TEXT:
+                    raise RuntimeError(f"the bridge closed the old page's socket: {message}")
+                self.messages += 1
 
     def stop(self) -> None:
         self._done.set()
@@ -256,6 +263,9 @@ def main() -> None:
     parser.add_argument("--scrapers", type=int, nargs="+", default=[4, 8, 20], help="per period")
     parser.add_argument("--small", type=int, default=100, help="containers of the last row (0: none)")
     parser.add_argument("--keep", action="store_true", help="leave the containers running")
+    parser.add_argument(
+        "--rows", nargs="+", default=["steady", "1hz", "latency", "small"], help="which rows to run"
+    )
     args = parser.parse_args()
     baseline = baseline_tree(args.baseline)
     results: dict[str, object] = {
@@ -274,9 +284,12 @@ def main() -> None:
         n = args.containers
         bench_containers(n)
         for one_hz in (False, True):
-            row = with_exporters(n, baseline, lambda e, h=one_hz: steady(e, args.steady_seconds, h))
-            report(f"{n}_with_1hz_reader" if one_hz else f"{n}_prometheus_only", row)
+            if ("1hz" if one_hz else "steady") in args.rows:
+                row = with_exporters(n, baseline, lambda e, h=one_hz: steady(e, args.steady_seconds, h))
+                report(f"{n}_with_1hz_reader" if one_hz else f"{n}_prometheus_only", row)
         for period, scrapers in zip(args.periods, args.scrapers, strict=True):
+            if "latency" not in args.rows:
+                break
             seconds = period * math.ceil(args.scrapes / scrapers)
 
             def latency(
@@ -286,7 +299,7 @@ def main() -> None:
                 return scrape_all(urls, p, k, w)
 
             report(f"{n}_every_{period:g}s", with_exporters(n, baseline, latency))
-        if args.small:
+        if args.small and "small" in args.rows:
             bench_containers(args.small)
             row = with_exporters(args.small, baseline, lambda e: steady(e, args.steady_seconds, False))
             report(f"{args.small}_prometheus_only", row)
@@ -295,7 +308,7 @@ def main() -> None:
         if not args.keep:
             remove_bench_containers()
     OUT.mkdir(exist_ok=True)
-    path = OUT / f"demand-{results['date']}.json"
+    path = OUT / f"demand-{results['date']}-{'-'.join(args.rows)}.json"
     path.write_text(json.dumps(results, indent=2))
     print(f"written to {path}", file=sys.stderr)
 

@@ -257,6 +257,7 @@ async def freeze_first_round(hub: Hub, exposition: Exposition, sources: set[str]
         if exposition.renders > renders:
             break
         await asyncio.sleep(0.1)
+    gc.collect()  # once: no garbage frozen with the rest
     gc.freeze()
 
 

@@ -229,7 +229,11 @@ class ContainersConfig:
         "Container metrics (default: on when a Docker socket is found).",
         flag="collector.containers",
     )
-    interval: float = setting(1.0, parse_duration, "Refresh interval of container numbers.")
+    interval: float = setting(
+        1.0,
+        parse_duration,
+        "Refresh interval of container numbers while a 1 Hz reader reads (else: before each scrape).",
+    )
     include: re.Pattern[str] = setting(
         re.compile(".*"), parse_regex, "Only containers whose name matches this regex (anchored)."
     )
@@ -250,7 +254,11 @@ class ContainersConfig:
 @dataclass(frozen=True)
 class HostConfig:
     enabled: bool = setting(True, parse_bool, "Host metrics.", flag="collector.host")
-    interval: float = setting(1.0, parse_duration, "Refresh interval of host numbers.")
+    interval: float = setting(
+        1.0,
+        parse_duration,
+        "Refresh interval of host numbers while a 1 Hz reader reads (else: before each scrape).",
+    )
     mount_exclude: re.Pattern[str] = setting(
         re.compile(DEFAULT_MOUNT_EXCLUDE), parse_regex, "Mount points to ignore (anchored regex)."
     )

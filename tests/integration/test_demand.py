@@ -1,0 +1,69 @@
+"""Containers and host refresh when somebody will read them: before each of Prometheus' scrapes,
+and every second while a 1 Hz reader (the old page on the bridge) is connected."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import http.client
+import time
+
+import aiohttp
+import pytest
+
+from kato_exporter.outputs.exposition import PROMETHEUS_ACCEPT
+from tests.exposition import Exposition
+
+pytestmark = pytest.mark.integration
+PERIOD = 2.0
+
+
+class Prometheus:
+    """Scrapes as Prometheus does: one address, one connection, its headers, every PERIOD."""
+
+    def __init__(self, port: int) -> None:
+        self._connection = http.client.HTTPConnection("127.0.0.1", port, source_address=("127.0.0.7", 0))
+        self._due = time.monotonic()
+
+    def scrape(self) -> tuple[Exposition, float]:
+        time.sleep(max(0.0, self._due - time.monotonic()))
+        self._due += PERIOD
+        headers = {"Accept": PROMETHEUS_ACCEPT, "Accept-Encoding": "gzip"}
+        self._connection.request("GET", "/metrics", headers=headers)
+        body = self._connection.getresponse().read()
+        return Exposition(gzip.decompress(body).decode(), openmetrics=True), time.time()
+
+    def refreshes(self, periods: int) -> tuple[dict[str, float], list[float]]:
+        """Refreshes of containers and host over the next ``periods``, and the data age at each scrape."""
+        first, _ = self.scrape()
+        ages = []
+        for _ in range(periods):
+            last, at = self.scrape()
+            ages.append(at - last.value("kato_exporter_last_success_timestamp_seconds", source="containers"))
+        counts = {
+            source: last.value("kato_exporter_collections_total", source=source)
+            - first.value("kato_exporter_collections_total", source=source)
+            for source in ("containers", "host")
+        }
+        return counts, ages
+
+
+def test_refreshed_before_each_scrape_and_every_second_for_the_old_page(start_exporter):
+    exporter = start_exporter("--collector.containers.include=none-of-these", "--bridge.tick=1s")
+    prometheus = Prometheus(exporter.port)
+    prometheus.refreshes(2)  # its period learnt
+    counts, ages = prometheus.refreshes(5)
+    assert counts == {"containers": 5, "host": 5}, "one refresh a scrape"
+    assert max(ages) < 1.0
+
+    async def with_the_old_page() -> tuple[dict[str, float], list[float]]:
+        async with aiohttp.ClientSession() as session, session.ws_connect(exporter.url + "/ws") as ws:
+            await ws.send_json({"type": "subscribe", "subscriptions": ["metrics", "containers"]})
+            await asyncio.sleep(1.5)
+            return await asyncio.to_thread(prometheus.refreshes, 5)
+
+    counts, ages = asyncio.run(with_the_old_page())
+    assert all(9 <= n <= 11 for n in counts.values()), counts  # every second of the 10
+    assert max(ages) < 1.0
+    counts, _ = prometheus.refreshes(5)  # the page gone: a refresh a scrape again, once its 3 s are up
+    assert all(5 <= n <= 8 for n in counts.values()), counts
