@@ -26,7 +26,7 @@ RUN_ID = uuid.uuid4().hex[:8]
 RUN_LABEL = f"kato.test.run={RUN_ID}"
 
 
-# The files that take longest, in that order, start first (but in the two-process solo run): the
+# The files that take longest, in that order, start first (whether or not in parallel): the
 # parallel run then does not end on one of them alone. The rest keep their order.
 LONGEST_FIRST = [
     "integration/test_docker_failures.py",  # an alert held while a dockerd of its own is away
@@ -42,10 +42,7 @@ LONGEST_FIRST = [
 ]
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if config.getoption("markexpr") == "solo":  # two processes: the collection order pairs them better
-        return
-
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     def rank(item: pytest.Item) -> int:
         path = item.path.relative_to(ROOT / "tests").as_posix()
         return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
