@@ -83,7 +83,7 @@ def _find_dirs(pid: int, procfs: str, sysfs: str) -> tuple[int, dict[str, str]]:
 
 def read_usage(cgroup: Cgroup, pid: int, procfs: str, files: Files | None = None) -> ContainerUsage:
     """Read one container's counters; raises OSError if it vanished meanwhile."""
-    files = files or Files()
+    files = files or ONCE
     rx, tx = read_net_dev(os.path.join(procfs, str(pid), "net"), files)
     read = _read_v2 if cgroup.version == 2 else _read_v1
     return read(cgroup, rx, tx, files)
@@ -154,7 +154,7 @@ def _blkio_v1(blkio: str | None, files: Files) -> tuple[int, int]:
 def read_net_dev(net_dir: str, files: Files | None = None) -> tuple[int, int]:
     """Receive and transmit bytes over every interface but ``lo``, from ``<net_dir>/dev``."""
     rx = tx = 0
-    for line in (files or Files()).text(net_dir + "/dev").splitlines()[2:]:
+    for line in (files or ONCE).text(net_dir + "/dev").splitlines()[2:]:
         name, _, counters = line.partition(":")
         if name.strip() == "lo":
             continue
@@ -179,31 +179,28 @@ class Files:
         self._read: set[str] = set()
 
     def text(self, path: str, missing: str | None = None) -> str:
-        fd = self._open.get(path)
-        if fd is not None:
+        if path in self._open:
             try:
-                data = os.pread(fd, _BUFFER, 0)
-            except OSError:
+                return self._pread(path, self._open[path])
+            except OSError:  # its cgroup was removed: the path is opened again
                 self._close(path)
-            else:
-                self._read.add(path)
-                return data.decode()
         try:  # os.open/os.pread: a third of the cost of open() for these tiny files
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
             if missing is None:
                 raise
             return missing
-        try:
-            data = os.pread(fd, _BUFFER, 0)
-        except OSError:
-            os.close(fd)
-            raise
         if self._keep_open and len(self._open) < self._most:
             self._open[path] = fd
-            self._read.add(path)
-        else:
+            return self._pread(path, fd)
+        try:
+            return os.pread(fd, _BUFFER, 0).decode()
+        finally:
             os.close(fd)
+
+    def _pread(self, path: str, fd: int) -> str:
+        data = os.pread(fd, _BUFFER, 0)
+        self._read.add(path)
         return data.decode()
 
     def sweep(self) -> None:
@@ -223,8 +220,11 @@ def _join(root: str, path: str) -> str:
     return os.path.join(root, path.lstrip("/"))
 
 
+ONCE = Files()  # opens, reads and closes: for files read once (limits) or rarely
+
+
 def _text(directory: str, name: str) -> str:
-    return Files().text(directory + "/" + name)
+    return ONCE.text(directory + "/" + name)
 
 
 def _int(directory: str, name: str) -> int:
