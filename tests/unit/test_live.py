@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 
 from kato_exporter.hub import Hub
-from kato_exporter.model import AlertNotice, SessionEvent
+from kato_exporter.model import AlertNotice, SessionEvent, SourceHealth
 from kato_exporter.outputs.live import (
     MEASUREMENTS,
     REJECT_AFTER,
@@ -177,3 +177,24 @@ async def test_a_body_grafana_refuses_is_dropped_after_a_few_tries(grafana, tmp_
         assert pusher.stats().pushes["rejected"] == 1
     finally:
         await pusher.close()
+
+
+async def test_a_collection_just_after_the_tick_goes_with_that_tick(grafana, tmp_path):
+    """Collections a second apart that land now just before the push tick, now just after it
+    (a busy machine's jitter): each tick pushes one, and none is pushed a tick late beside the next."""
+    url, seen = grafana
+    (tmp_path / "token").write_text("good\n")
+    hub, every = Hub(), 0.2
+    pusher = LivePusher(hub, url, str(tmp_path / "token"), every=every)
+    await pusher.start()  # its first tick: now
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    try:
+        for k in range(1, 11):
+            await asyncio.sleep(max(0.0, began + k * every + (0.03 if k % 2 else -0.03) - loop.time()))
+            await hub.update("host", HOST, SourceHealth(up=True, last_success_seconds=float(k)))
+        await asyncio.sleep(every)
+    finally:
+        await pusher.close()
+    stamps = [[int(line.rsplit(b" ", 1)[1]) // 10**9 for line in body.splitlines()] for body in seen]
+    assert stamps == [[k] for k in range(2, 11)]  # the first has no rates yet: no point

@@ -15,7 +15,8 @@ publishes it. Grafana turns measurement ``m`` into the channel ``stream/<stream>
 
 Each measurement has one schema for the exporter's whole life (``MEASUREMENTS``).
 
-Every collection of a source becomes one point per row, pushed with the next tick; its
+Every collection of a source becomes one point per row, pushed with the next tick (a tick that
+finds nothing new waits up to half a tick for the collections just under way); its
 timestamp is the source's last successful collection, the same instant that
 ``kato_exporter_last_success_timestamp_seconds`` shows. Bodies stay under 64 KiB; they wait in
 a bounded queue that drops the oldest, and a Grafana that is away is retried with jittered
@@ -25,6 +26,7 @@ backoff: collection never waits for Grafana.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import re
@@ -328,6 +330,7 @@ class LivePusher:
         self._failing = False
         self._events: asyncio.Queue[Any] | None = None
         self._pending: list[str] = []  # points of the collections since the last push
+        self._landed = asyncio.Event()  # set when points are pending
         self._session: aiohttp.ClientSession | None = None
         self._link = Link(f"Grafana Live pusher for {self.url}", self._run, Backoff(1.0, 30.0))
 
@@ -387,13 +390,24 @@ class LivePusher:
         while True:
             snapshot = await self._hub.next_snapshot(version)
             version = snapshot.version
-            self._pending += points(snapshot)
+            lines = points(snapshot)
+            if lines:
+                self._pending += lines
+                self._landed.set()
 
     async def _tick(self) -> None:
+        """One push a tick, on the tick's own phase. Sources tick once a second too: when this
+        second's collections land just after the tick, the tick waits for them (up to half a tick)
+        rather than push nothing now and two collections a second later."""
         due = time.monotonic()
         while True:
             self._hub.demand.keep_fresh()  # containers and host collected for every push
+            if not self._pending:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._every / 2):
+                        await self._landed.wait()
             lines, self._pending = self._pending, []
+            self._landed.clear()
             self.enqueue(lines)
             due += self._every
             now = time.monotonic()
