@@ -4,7 +4,8 @@
 #   dockerd (vfs storage), and a busybox image imported from busybox-static.
 # With --venv-only: just the virtualenv (enough to run the exporter);
 # with --stack: the virtualenv, Prometheus, Alertmanager, redis_exporter and blackbox_exporter
-# (what scripts/run.sh needs).
+# (what scripts/run.sh needs); with --system: the Debian packages and dockerd only (enough for
+# scripts/build-image.sh to start, which scripts/test.sh does while the rest installs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,15 +17,18 @@ TEST_PACKAGES=(docker.io busybox-static redis-server prometheus-node-exporter ip
 GRAFANA_JS=tests/grafana_js  # Grafana's published frontend packages, pinned by its lockfile
 
 install_venv() {
-  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-  if ! "$VENV/bin/python" -c "import kato_exporter, pytest" 2>/dev/null \
-     || [ exporter/pyproject.toml -nt "$VENV/.installed" ]; then
-    echo "setup: installing Python packages into $VENV"
-    "$VENV/bin/pip" install -q --disable-pip-version-check -e "./exporter[test]" 2>&1 \
-      | grep -v "^WARNING: Location" || true
-    "$VENV/bin/python" -c "import kato_exporter, pytest"  # fail loudly if the install did
-    touch "$VENV/.installed"
-  fi
+  {  # one install at a time: scripts/build-image.sh may ask for one meanwhile
+    flock 8
+    [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+    if ! "$VENV/bin/python" -c "import kato_exporter, pytest" 2>/dev/null \
+       || [ exporter/pyproject.toml -nt "$VENV/.installed" ]; then
+      echo "setup: installing Python packages into $VENV"
+      "$VENV/bin/pip" install -q --disable-pip-version-check -e "./exporter[test]" 2>&1 \
+        | grep -v "^WARNING: Location" || true
+      "$VENV/bin/python" -c "import kato_exporter, pytest"  # fail loudly if the install did
+      touch "$VENV/.installed"
+    fi
+  } 8>"$VENV.lock"
 }
 
 install_packages() {
@@ -42,6 +46,7 @@ install_packages() {
 case "${1:-}" in
   --venv-only) install_venv; exit 0 ;;
   --stack) install_packages "${STACK_PACKAGES[@]}"; install_venv; exit 0 ;;
+  --system) install_packages "${STACK_PACKAGES[@]}" "${TEST_PACKAGES[@]}"; scripts/dockerd.sh start; exit 0 ;;
 esac
 
 install_grafana_js() {

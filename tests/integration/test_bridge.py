@@ -188,10 +188,9 @@ def check_realtime_update(message: dict[str, Any]) -> None:
         assert is_number(data["sessions"]["active_count"]) and is_number(data["sessions"]["total_count"])
 
 
-@pytest.mark.solo  # a container pinned at half a core gets it only on a machine left alone
-async def test_messages_subscriptions_and_substituted_figures(bridge, run_container):
+async def test_messages_subscriptions_and_substituted_figures(bridge, run_container, cpu_first):
     exporter = bridge()
-    busy = run_container("yes > /dev/null", "--cpus", "0.5")
+    busy = run_container("yes > /dev/null", "--cpus", "0.5", *cpu_first)
     for _ in range(3):
         kato_call(exporter, "POST", "/sessions", {"node_id": "bridge", "ttl_seconds": 600})
     async with aiohttp.ClientSession() as session:

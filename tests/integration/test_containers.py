@@ -44,9 +44,8 @@ def exited(exporter: Exporter, name: str) -> bool:
     return exporter.scrape().value("kato_container_state", name=name, state="exited") == 1
 
 
-@pytest.mark.solo  # a busy container gets a whole core only on a machine the other tests leave alone
-def test_busy_container_uses_one_core_and_idle_one_none(container_exporter, run_container):
-    busy = run_container("yes > /dev/null")
+def test_busy_container_uses_one_core_and_idle_one_none(container_exporter, run_container, cpu_first):
+    busy = run_container("yes > /dev/null", *cpu_first)
     idle = run_container("sleep 3600")
     for name in (busy, idle):
         wait_for(appears(container_exporter, name, "kato_container_cpu_usage_seconds_total"), 5)

@@ -43,8 +43,7 @@ from tests.dashboards import dashboards, fill, label_values_query, metric_names,
 from tests.grafana_live import GRAFANA_VERSIONS, displayed
 from tests.standins import Inbox, alerting_settings, http_receiver, slack_standin, smtp_standin
 
-# a container pinned at its CPU limit must show it: only on a machine the other tests leave alone
-pytestmark = [pytest.mark.integration, pytest.mark.solo]
+pytestmark = pytest.mark.integration
 
 SCRAPE_SECONDS = 1  # alerting_settings' scrape interval
 RANGE_SECONDS = 120
@@ -117,7 +116,7 @@ def sessions_churn(kato_url: str, stop_event: threading.Event) -> None:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, dockerd: None) -> Iterator[Stack]:
+def stack(tmp_path_factory: pytest.TempPathFactory, cpu_first: list[str]) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("dashboards")
     prefix = f"kato-dash-{time.time_ns() % 10**8}"
     redis_port, kato_port = free_port(), free_port()
@@ -167,7 +166,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, dockerd: None) -> Iterator[S
         http_receiver(lambda _, body: record(pushes, body)) as grafana,
     ):
         try:
-            start_container(names["cpu"], "yes > /dev/null", "--cpus", "0.5")
+            start_container(names["cpu"], "yes > /dev/null", "--cpus", "0.5", *cpu_first)
             start_container(names["memory"], "sleep 3600", "--memory", "64m")
             start_container(names["exited"], "exit 3")
             start_container(

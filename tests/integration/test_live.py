@@ -191,13 +191,12 @@ def ns(seconds: float) -> int:
     return round(seconds * 1e9)
 
 
-@pytest.mark.solo  # a container pinned at half a core gets it only on a machine left alone
 def test_points_equal_metrics_and_every_live_panel_field_is_pushed(
-    start_exporter, influx, kato_double, redis_server, run_container, tmp_path
+    start_exporter, influx, kato_double, redis_server, run_container, cpu_first, tmp_path
 ):
     grafana = GrafanaStandin(influx)
     kato = kato_double()
-    busy = run_container("yes > /dev/null", "--cpus", "0.5")
+    busy = run_container("yes > /dev/null", "--cpus", "0.5", *cpu_first)
     limited = run_container("sleep 3600", "--memory", "64m")
     log_name = run_container(ACCESS_LOG)
     with grafana.serving():

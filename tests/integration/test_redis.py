@@ -176,7 +176,6 @@ def test_past_redis_buffer_limit_loss_is_counted_and_explained(start_exporter, k
     assert value(exporter, "kato_exporter_source_up", source="kato_sessions") == 1
 
 
-@pytest.mark.solo  # 3,700 keyspace events at once: exact when the exporter keeps up, as it does alone
 def test_evicted_sessions_are_counted_apart_and_page(start_exporter, kato_double, redis_server, tmp_path):
     """KATO's Redis at its maxmemory with allkeys-lru, as KATO configures it: sessions it evicts
     are evicted, not expired, and KatoSessionsEvicted and KatoRedisEvictions fire through the real
