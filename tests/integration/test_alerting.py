@@ -92,7 +92,7 @@ def test_stack_scrapes_the_exporter_and_loads_the_rules(stack):
 def test_cpu_alert_reaches_slack_email_and_webhook_and_resolves(stack, slack, smtp, run_container, cpu_first):
     exporter = stack[0]
     breached = time.time()
-    name = run_container("yes > /dev/null", "--cpus", "0.5", *cpu_first)  # pegged at its limit: 100 %
+    name = run_container("yes > /dev/null", "--cpus", "0.25", *cpu_first)  # pegged at its limit: 100 %
 
     # rate() over a minute climbs past 80 % a few seconds before 90 %: the warning may go out
     # first; once the critical twin fires it is inhibited

@@ -166,7 +166,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, cpu_first: list[str]) -> Ite
         http_receiver(lambda _, body: record(pushes, body)) as grafana,
     ):
         try:
-            start_container(names["cpu"], "yes > /dev/null", "--cpus", "0.5", *cpu_first)
+            start_container(names["cpu"], "yes > /dev/null", "--cpus", "0.25", *cpu_first)
             start_container(names["memory"], "sleep 3600", "--memory", "64m")
             start_container(names["exited"], "exit 3")
             start_container(
@@ -313,7 +313,7 @@ def test_the_containers_dashboard_shows_the_conditions(stack: Stack):
     state = latest("State")  # 1 created, 2 running, … 6 exited
     assert state[names["cpu"]] == 2 and state[names["exited"]] == 6
     assert latest("Health")[names["unhealthy"]] == 3  # starting, healthy, unhealthy
-    assert 0.3 < latest("CPU")[names["cpu"]] <= 0.55  # cores, pinned at 0.5
+    assert 0.15 < latest("CPU")[names["cpu"]] <= 0.275  # cores, pinned at 0.25
     assert latest("Restarts in the time range")[names["restarting"]] >= 1
 
 

@@ -196,7 +196,7 @@ def test_points_equal_metrics_and_every_live_panel_field_is_pushed(
 ):
     grafana = GrafanaStandin(influx)
     kato = kato_double()
-    busy = run_container("yes > /dev/null", "--cpus", "0.5", *cpu_first)
+    busy = run_container("yes > /dev/null", "--cpus", "0.25", *cpu_first)
     limited = run_container("sleep 3600", "--memory", "64m")
     log_name = run_container(ACCESS_LOG)
     with grafana.serving():
@@ -260,8 +260,8 @@ def test_points_equal_metrics_and_every_live_panel_field_is_pushed(
             )
             assert row["pids"] == metrics.value("kato_container_pids", name=name)
         assert by_name[limited]["memory_limit_bytes"] == 64 * 1024 * 1024
-        assert by_name[busy]["cpu_limit_cores"] == 0.5
-        assert 0.3 < by_name[busy]["cpu_cores"] <= 0.55
+        assert by_name[busy]["cpu_limit_cores"] == 0.25
+        assert 0.15 < by_name[busy]["cpu_cores"] <= 0.275
 
         metrics, [host] = same_instant("host", "host")
         assert 0 <= host["cpu_usage_ratio"] <= 1 and host["cpus"] == metrics.value("kato_host_cpus")
