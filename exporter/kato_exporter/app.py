@@ -131,7 +131,7 @@ def kato_sources(config: Config, emit: Callable[[SessionEvent], None]) -> list[A
         if not logs:
             log.warning("no Docker socket at %s: KATO request counts (from its access log) are off", url)
     if logs:
-        sources.append(AccessLogSource(url, kato.log_container))
+        sources.append(AccessLogSource(url, kato.log_container, watched=container_filter(config).matches))
     return sources
 
 

@@ -314,7 +314,7 @@ class KatoConfig:
     log_container: re.Pattern[str] = setting(
         re.compile(DEFAULT_KATO_CONTAINER),
         parse_regex,
-        "Containers whose access log is KATO's (anchored regex on the name).",
+        "Containers whose access log is KATO's (anchored regex on the name), among the watched ones.",
     )
 
 

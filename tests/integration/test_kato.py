@@ -13,7 +13,16 @@ import pytest
 from kato_exporter.hub import Hub
 from kato_exporter.model import SessionEvent
 from kato_exporter.sources.sessions import RedisSessions
-from tests.conftest import Daemon, Exporter, answers_tcp, docker, free_port, redis_command, wait_for
+from tests.conftest import (
+    RUN_LABEL,
+    Daemon,
+    Exporter,
+    answers_tcp,
+    docker,
+    free_port,
+    redis_command,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -222,22 +231,29 @@ def test_access_log_counts_by_code_and_a_restart_does_not_double_count(
     kato = kato_double()
     name_prefix = f"kato-test-{time.time_ns()}"
     exporter = start_kato_exporter(
-        start_exporter, kato, f"--kato.log-container={name_prefix}-kato", logs=True
+        start_exporter,
+        kato,
+        f"--kato.log-container={name_prefix}-kato(-[0-9]+)?",
+        f"--collector.containers.label-selector={RUN_LABEL}",
+        logs=True,
     )
-    name = f"{name_prefix}-kato"
-    docker(
-        "run",
-        "-d",
-        "--name",
-        name,
-        "--network",
-        "none",
-        "kato-test/busybox",
-        "sh",
-        "-c",
-        PRINT_KATO_OUTPUT + "; sleep 3600",
-    )
-    try:
+    name, unwatched = f"{name_prefix}-kato", f"{name_prefix}-kato-2"
+    for container, label in ((name, RUN_LABEL), (unwatched, "kato.test.run=another")):
+        docker(
+            "run",
+            "-d",
+            "--name",
+            container,
+            "--label",
+            label,
+            "--network",
+            "none",
+            "kato-test/busybox",
+            "sh",
+            "-c",
+            PRINT_KATO_OUTPUT + "; sleep 3600",
+        )
+    try:  # the KATO outside the label selector is not counted: only one container's lines are
         first = {("GET", "200"): 4, ("POST", "500"): 2, ("DELETE", "404"): 1}
         wait_for(
             lambda: requests(exporter) == first,
@@ -271,7 +287,7 @@ def test_access_log_counts_by_code_and_a_restart_does_not_double_count(
         # a restart is no failure: the follower went on with the new stream
         assert value(exporter, "kato_exporter_collect_errors_total", source="kato_logs") == errors
     finally:
-        docker("rm", "-f", name, check=False)
+        docker("rm", "-f", name, unwatched, check=False)
 
 
 async def test_one_hub_event_per_session_change(kato_double, redis_server):

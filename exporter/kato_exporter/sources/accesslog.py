@@ -22,7 +22,7 @@ import logging
 import re
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 
 import aiodocker
 import aiohttp
@@ -54,6 +54,7 @@ class AccessLogSource:
         docker_url: str,
         containers: re.Pattern[str],
         *,
+        watched: Callable[[str, Mapping[str, str]], bool] = lambda name, labels: True,
         interval: float = 2.0,
         clock: Callable[[], float] = time.time,
         docker_factory: Callable[[str], aiodocker.Docker] = aiodocker.Docker,
@@ -62,6 +63,7 @@ class AccessLogSource:
         self.timeout = 10.0
         self._url = docker_url
         self._containers = containers
+        self._watched = watched  # the containers the exporter watches: KATO's is among them
         self._clock = clock
         self._factory = docker_factory
         self._docker: aiodocker.Docker | None = None
@@ -86,9 +88,14 @@ class AccessLogSource:
             await self._docker.close()
             self._docker = None
             raise SourceError(f"cannot reach Docker at {self._url}: {exc}") from None
-        matching = [c for c in listed if self._containers.fullmatch(container_name(c))]
+        matching = [
+            c
+            for c in listed
+            if self._containers.fullmatch(name := container_name(c))
+            and self._watched(name, c["Labels"] or {})
+        ]
         if not matching:
-            raise SourceError(f"no container matches {self._containers.pattern!r}")
+            raise SourceError(f"no watched container matches {self._containers.pattern!r}")
         running = {c.id: c for c in matching if c["State"] == "running"}
         for gone in self._followers.keys() - running.keys():  # stopped, removed or renamed
             await self._followers.pop(gone).close()
