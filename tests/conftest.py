@@ -28,14 +28,16 @@ RUN_LABEL = f"kato.test.run={RUN_ID}"
 
 
 # The files that take longest, in that order, start first (whether or not in parallel): the
-# parallel run then does not end on one of them alone. The rest keep their order.
+# parallel run then does not end on one of them alone. The rest keep their order. Within a file, a
+# test named here runs first: a process is handed its next file once two of this one's tests are
+# left, and that file would wait behind the long test.
 LONGEST_FIRST = [
     "integration/test_compose.py",  # first: on a fresh machine it waits for the images
     "integration/test_host_cpu.py",  # the longest of the solo run
-    "integration/test_docker_failures.py",  # an alert held while a dockerd of its own is away
-    "integration/test_alerting.py",
-    "test_alerting_config.py",  # promtool over three days of SLO samples
-    "integration/test_bridge.py",
+    "integration/test_docker_failures.py::test_firing_container_alerts_are_held_while_docker_is_away",
+    "integration/test_alerting.py::test_cpu_alert_reaches_slack_email_and_webhook_and_resolves",
+    "test_alerting_config.py::test_promtool_rule_unit_tests[slo.yml]",  # three days of SLO samples
+    "integration/test_bridge.py::test_a_client_that_stops_reading_is_closed_and_slows_nobody",
     "integration/test_dashboards.py",
     "integration/test_kato.py",
     "integration/test_redis.py",
@@ -46,9 +48,15 @@ LONGEST_FIRST = [
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    def rank(item: pytest.Item) -> int:
+    files = [entry.partition("::")[0] for entry in LONGEST_FIRST]
+
+    def rank(item: pytest.Item) -> tuple[int, int]:
         path = item.path.relative_to(ROOT / "tests").as_posix()
-        return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
+        test = f"{path}::{item.name}"
+        return (
+            files.index(path) if path in files else len(files),
+            LONGEST_FIRST.index(test) if test in LONGEST_FIRST else len(LONGEST_FIRST),
+        )
 
     items.sort(key=rank)  # stable: within a file, and among the rest, the order is kept
 
