@@ -69,6 +69,23 @@ def test_host_cpu_is_the_busy_share_of_the_counters_between_two_collections():
     assert tuple(fields) == MEASUREMENTS["host"]
 
 
+def test_host_traffic_is_summed_device_by_device_and_a_device_that_goes_takes_no_point_with_it():
+    rates = Rates()
+
+    def host(network: dict[str, tuple[int, int]], at: float) -> dict[str, str]:
+        [text] = host_lines(replace(HOST, network=network), at, rates) or [""]
+        return dict(f.split("=") for f in text.split(" ")[1].split(",")) if text else {}
+
+    assert host({"eth0": (1000, 100), "veth1": (5000, 500)}, 10.0) == {}  # rates need two
+    # a container's veth went (its bytes with it) and another came: only eth0 moved, by 200 and 20
+    fields = host({"eth0": (1200, 120), "veth2": (70, 7)}, 11.0)
+    assert fields["network_receive_bytes_per_second"] == "200.0"
+    assert fields["network_transmit_bytes_per_second"] == "20.0"
+    fields = host({"eth0": (1400, 140), "veth2": (170, 17)}, 12.0)  # the new one counts from now
+    assert fields["network_receive_bytes_per_second"] == "300.0"
+    assert fields["network_transmit_bytes_per_second"] == "30.0"
+
+
 def test_a_point_with_a_value_that_is_no_number_is_not_sent():
     assert point("kato", {}, {"sessions_reported": 3}, 1.0) == ["kato sessions_reported=3i 1000000000"]
     assert point("host", {}, dict.fromkeys(MEASUREMENTS["host"], float("nan")), 1.0) == []

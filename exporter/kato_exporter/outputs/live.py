@@ -203,21 +203,21 @@ def container_lines(sample: ContainersSample, seconds: float, rates: Rates) -> l
 
 
 def host_lines(h: HostSample, seconds: float, rates: Rates) -> list[str]:
-    rated = _rates(
-        rates,
-        "host",
-        seconds,
-        {  # the busy share from the counters /metrics exposes, as the recording rule takes it
-            "cpu_usage_ratio": h.cpu_busy_seconds / h.cpu_count,
-            "network_receive_bytes_per_second": sum(rx for rx, _ in h.network.values()),
-            "network_transmit_bytes_per_second": sum(tx for _, tx in h.network.values()),
-        },
-    )
-    if rated is None:
+    # the busy share from the counters /metrics exposes, as the recording rule takes it
+    busy = rates(("host", "cpu"), h.cpu_busy_seconds / h.cpu_count, seconds)
+    # traffic device by device, as Prometheus sums its rates: a device that went (a container's
+    # veth) or came since the last collection is no fall or jump of a sum
+    traffic = [0.0, 0.0]
+    for device, counters in h.network.items():
+        for i, value in enumerate(counters):
+            traffic[i] += rates(("host", device, i), value, seconds) or 0.0
+    rates.keep(lambda key: key[1] == "cpu" or key[1] in h.network)
+    if busy is None:
         return []
-    rated["cpu_usage_ratio"] = min(1.0, rated["cpu_usage_ratio"])
     fields = {
-        **rated,
+        "cpu_usage_ratio": min(1.0, float(f"{busy:.6g}")),
+        "network_receive_bytes_per_second": float(f"{traffic[0]:.6g}"),
+        "network_transmit_bytes_per_second": float(f"{traffic[1]:.6g}"),
         "cpus": h.cpu_count,
         "load1": h.load1,
         "memory_usage_ratio": h.memory_usage_ratio,
