@@ -88,9 +88,14 @@ build_program() {
   have "$tag" && return 0
   container=$(docker create "$BASE")
   # shellcheck disable=SC2046  # the folder's top-level names: none with spaces
-  [ -z "$stage" ] || tar -C "$stage" -c $(ls "$stage") | docker cp - "$container:/"
-  docker commit "$@" "$container" "$tag" >/dev/null
-  docker rm "$container" >/dev/null
+  if { [ -z "$stage" ] || tar -C "$stage" -c $(ls "$stage") | docker cp - "$container:/"; } \
+     && docker commit "$@" "$container" "$tag" >/dev/null; then
+    docker rm "$container" >/dev/null
+  else
+    docker rm "$container" >/dev/null
+    echo "build-image: $tag failed" >&2
+    exit 1
+  fi
   echo "build-image: built $tag"
 }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import socket
@@ -61,10 +62,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=rank)  # stable: within a file, and among the rest, the order is kept
 
 
+# Ports for the tests' daemons: below the kernel's ephemeral range (32768 on), which a connection
+# could take between our check and the daemon's bind, and a thousand of its own for each process of
+# a parallel run, so that two tests never pick the same one.
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+_PORTS = itertools.cycle(range(20000 + 1000 * (_WORKER % 12), 21000 + 1000 * (_WORKER % 12)))
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    while True:
+        port = next(_PORTS)
+        with socket.socket() as s:
+            try:
+                s.bind(("", port))  # all addresses: taken on any of them, taken
+            except OSError:
+                continue
+            return port
 
 
 def wait_for(
@@ -124,8 +137,9 @@ def start_container(name: str, command: str, *options: str) -> str:
 @pytest.fixture(scope="session")
 def cpu_first(dockerd: None) -> Iterator[list[str]]:
     """``docker run`` options that put a container in a cgroup of this run weighted far above
-    everything else on the machine (cgroupfs, v1 or v2): a container that must get its CPU limit,
-    or its core, gets it however busy the other tests keep the machine."""
+    everything else on the machine (Docker's cgroupfs driver; ``cpu.shares`` on cgroup v1, where it
+    runs here, ``cpu.weight`` on v2): a container that must get its CPU limit, or its core, gets it
+    however busy the other tests keep the machine."""
     parent = f"kato-test-{RUN_ID}"
     root = Path("/sys/fs/cgroup")
     if (root / "cpu" / "cpu.shares").exists():
