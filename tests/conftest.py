@@ -38,7 +38,7 @@ LONGEST_FIRST = [
     "integration/test_docker_failures.py::test_firing_container_alerts_are_held_while_docker_is_away",
     "integration/test_alerting.py::test_cpu_alert_reaches_slack_email_and_webhook_and_resolves",
     "test_alerting_config.py::test_promtool_rule_unit_tests[slo.yml]",  # three days of SLO samples
-    "integration/test_bridge.py::test_a_client_that_stops_reading_is_closed_and_slows_nobody",
+    "integration/test_bridge.py",  # its slow-client test later in the file: it measures a rate
     "integration/test_dashboards.py",
     "integration/test_kato.py",
     "integration/test_redis.py",
