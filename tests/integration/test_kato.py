@@ -21,6 +21,7 @@ from tests.conftest import (
     docker,
     free_port,
     redis_command,
+    start_container,
     wait_for,
 )
 
@@ -238,21 +239,9 @@ def test_access_log_counts_by_code_and_a_restart_does_not_double_count(
         logs=True,
     )
     name, unwatched = f"{name_prefix}-kato", f"{name_prefix}-kato-2"
-    for container, label in ((name, RUN_LABEL), (unwatched, "kato.test.run=another")):
-        docker(
-            "run",
-            "-d",
-            "--name",
-            container,
-            "--label",
-            label,
-            "--network",
-            "none",
-            "kato-test/busybox",
-            "sh",
-            "-c",
-            PRINT_KATO_OUTPUT + "; sleep 3600",
-        )
+    start_container(name, PRINT_KATO_OUTPUT + "; sleep 3600")
+    # another run's label in place of this run's: outside the selector
+    start_container(unwatched, PRINT_KATO_OUTPUT + "; sleep 3600", "--label", "kato.test.run=another")
     try:  # the KATO outside the label selector is not counted: only one container's lines are
         first = {("GET", "200"): 4, ("POST", "500"): 2, ("DELETE", "404"): 1}
         wait_for(

@@ -163,8 +163,12 @@ def _rates(rates: Rates, key: Any, seconds: float, counters: Mapping[str, float]
     for field, value in counters.items():
         rate = rates((key, field), value, seconds)
         if rate is not None:
-            out[field] = float(f"{rate:.6g}")  # six digits: 0.0123457, not 0.012345678901234567
+            out[field] = _six_digits(rate)
     return out if len(out) == len(counters) else None
+
+
+def _six_digits(rate: float) -> float:
+    return float(f"{rate:.6g}")  # 0.0123457, not 0.012345678901234567
 
 
 def container_lines(sample: ContainersSample, seconds: float, rates: Rates) -> list[str]:
@@ -215,9 +219,9 @@ def host_lines(h: HostSample, seconds: float, rates: Rates) -> list[str]:
     if busy is None:
         return []
     fields = {
-        "cpu_usage_ratio": min(1.0, float(f"{busy:.6g}")),
-        "network_receive_bytes_per_second": float(f"{traffic[0]:.6g}"),
-        "network_transmit_bytes_per_second": float(f"{traffic[1]:.6g}"),
+        "cpu_usage_ratio": min(1.0, _six_digits(busy)),
+        "network_receive_bytes_per_second": _six_digits(traffic[0]),
+        "network_transmit_bytes_per_second": _six_digits(traffic[1]),
         "cpus": h.cpu_count,
         "load1": h.load1,
         "memory_usage_ratio": h.memory_usage_ratio,
