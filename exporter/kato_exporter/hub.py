@@ -32,7 +32,8 @@ class Snapshot:
         return sources <= self.health.keys()
 
 
-# A scraper's last request, its period (None: not learnt yet) and how much its period varies.
+# When a scraper will ask next, its period (None: not learnt yet), and how much sooner than
+# expected it came lately.
 Scrape = tuple[float, float | None, float]
 
 
@@ -42,7 +43,7 @@ class Demand:
     Outputs that read every second (the Live pusher, the bridge while a client is connected)
     call ``keep_fresh`` as they read: such sources then refresh at every tick for ``HOLD``
     seconds more. Otherwise ``scrapes`` (the exposition's) says when each scraper seen lately
-    asked last and how often it asks, and a source refreshes ``LEAD`` seconds (plus the
+    will ask next and how often it asks, and a source refreshes ``LEAD`` seconds (plus the
     scraper's jitter) before each scrape is due, then every interval while the scrape is late:
     a punctual scraper costs one refresh, finds data under a second old, and its bytes are
     rendered before it asks. Nobody scraping (none yet, or each more than a period late) gets
@@ -71,10 +72,9 @@ class Demand:
             return tick
         now = self._clock()
         wanted = math.inf
-        for last, period, jitter in scrapes:
+        for due, period, jitter in scrapes:
             if period is None:  # seen once: a curl, or a scraper whose second scrape is to come
                 continue
-            due = last + period
             if now > due + period:  # more than a period late: gone
                 continue
             first = due - self.LEAD - jitter

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 
 from kato_exporter.hub import Demand, Hub
@@ -67,19 +68,19 @@ def test_demand_refreshes_before_each_learnt_scrape_and_every_tick_otherwise():
         return demand.next_refresh(last_refresh, tick, 1.0)
 
     assert after(1000.2, 1000.7) == 1000.7  # nobody scraping: every tick
-    demand.scrapes = lambda: [(1000.0, 15.0, 0.0)]  # scraped at 1000, every 15 s: next at 1015
+    demand.scrapes = lambda: [(1015.0, 15.0, 0.0)]  # scraped every 15 s, next at 1015
     assert after(1000.2, 1000.7) == 1014.5  # half a second before
     assert after(1000.2, 1000.7, at=1014.5) == 1014.5  # woken then: due now
     assert after(1014.5, 1014.7) == 1015.5  # made, and the scrape late: every second until it comes
     assert after(1029.5, 1029.7) == 1030.5
     assert after(1030.1, 1030.7) == 1030.7  # a period late: gone, so every tick
-    demand.scrapes = lambda: [(1000.0, 15.0, 0.7)]  # a scraper whose period varies by 0.7 s
+    demand.scrapes = lambda: [(1015.0, 15.0, 0.7)]  # a scraper whose period varies by 0.7 s
     assert after(1000.2, 1000.7) == 1013.8
-    demand.scrapes = lambda: [(1000.0, None, 0.0)]  # seen once, and nobody else: every tick
+    demand.scrapes = lambda: [(math.inf, None, 0.0)]  # seen once, and nobody else: every tick
     assert after(1001.0, 1001.5) == 1001.5
-    demand.scrapes = lambda: [(1000.0, None, 0.0), (1100.0, 60.0, 0.0)]  # seen once: no count
+    demand.scrapes = lambda: [(math.inf, None, 0.0), (1160.0, 60.0, 0.0)]  # seen once: no count
     assert after(1101.0, 1101.5) == 1159.5
-    demand.scrapes = lambda: [(1000.0, 15.0, 0.0), (1000.0, 60.0, 0.0)]
+    demand.scrapes = lambda: [(1015.0, 15.0, 0.0), (1060.0, 60.0, 0.0)]
     assert after(1000.2, 1000.7) == 1014.5  # the soonest of all
     demand.keep_fresh()  # a 1 Hz reader
     assert after(1000.2, 1000.7) == 1000.7
@@ -90,7 +91,7 @@ async def test_ticks_nobody_reads_are_skipped_but_a_change_is_collected_at_once(
     source = Flaky()
     source.changed = asyncio.Event()
     hub = Hub()
-    hub.demand.scrapes = lambda: [(time.monotonic(), 100.0, 0.0)]  # the next scrape is far off
+    hub.demand.scrapes = lambda: [(time.monotonic() + 100.0, 100.0, 0.0)]  # the next scrape is far off
     task = asyncio.create_task(run_source(source, hub, demand=hub.demand))
     try:
         await asyncio.sleep(0.3)  # 30 ticks

@@ -18,7 +18,7 @@ from kato_exporter.model import (
     ContainerUsage,
     SourceHealth,
 )
-from kato_exporter.outputs.exposition import MAX_SCRAPERS, PROMETHEUS_ACCEPT
+from kato_exporter.outputs.exposition import MAX_SCRAPERS, PROMETHEUS_ACCEPT, _Scraper
 from kato_exporter.outputs.exposition import Exposition as Renderer
 from kato_exporter.outputs.families import default_builders
 from kato_exporter.outputs.web import make_app
@@ -206,6 +206,21 @@ async def test_rendered_ahead_of_each_scrapers_next_scrape():
     await snapshot_at(171, 4)  # nobody asked within the window: no more renders ahead
     runner.cancel()
     renderer.close()
+
+
+def test_the_scrape_after_a_late_one_is_expected_on_the_scrapers_beat():
+    """Prometheus asks on a beat and comes late at times: a late scrape moves neither its period
+    nor the next scrape, however late, and a scraper that takes a new period is learnt anew."""
+    scraper = _Scraper(0.0)
+    for t in (5.0, 10.0, 15.001, 20.0):
+        scraper.asked(t)
+    assert (scraper.period, scraper.due, scraper.jitter) == pytest.approx((5.0, 25.0, 0.0), abs=0.01)
+    for t, due in ((26.2, 30.0), (30.0, 35.0), (37.8, 40.0), (40.0, 45.0), (55.0, 60.0)):
+        scraper.asked(t)  # 1.2 s late, punctual, 2.8 s late (it looks early), punctual, two missed
+        assert (scraper.period, scraper.due, scraper.jitter) == pytest.approx((5.0, due, 0.0), abs=0.01), t
+    for t in (57.0, 59.0, 61.0, 63.0):
+        scraper.asked(t)  # every 2 s from now on
+    assert (scraper.period, scraper.due) == pytest.approx((2.0, 65.0))
 
 
 async def test_concurrent_scrapes_of_a_new_snapshot_render_once():

@@ -21,11 +21,14 @@ from __future__ import annotations
 import asyncio
 import gc
 import gzip
+import itertools
+import math
 import re
+import statistics
 import time
+from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import ProcessCollector
@@ -45,6 +48,7 @@ PROMETHEUS_ACCEPT = (
 )
 Encoder = Callable[[Any], bytes]  # prometheus_client's: anything with collect() → bytes
 MAX_SCRAPERS = 64  # (address, format) pairs whose periods are learnt
+BEAT_FROM = 8  # requests a scraper's period and beat are learnt from
 _OPENMETRICS = re.compile(r"application/openmetrics-text; version=([^;]*)")
 
 
@@ -116,17 +120,39 @@ class _RowBlock:
         ]
 
 
-@dataclass
 class _Scraper:
-    last: float  # when it last asked
-    period: float | None = None  # between its last two requests
-    jitter: float = 0.0  # how much its period varied lately (each new one counts half)
+    """One scraper's requests, and when it will ask next.
+
+    Prometheus asks on a beat (its interval, at a phase of its own) and comes late at times. So
+    the next request is expected on the beat, not a period after the last request, which may
+    have been late: the period is the median of the last few intervals, and the beat the median
+    phase of the last few requests (one late request moves neither)."""
+
+    def __init__(self, now: float) -> None:
+        self.last = now  # when it last asked
+        self.period: float | None = None  # None: not learnt yet
+        self.due = math.inf  # when it will ask next
+        self.jitter = 0.0  # how much sooner than due it came lately (each new one counts half)
+        self._asked: deque[float] = deque([now], maxlen=BEAT_FROM)
+        self._early = False
 
     def asked(self, now: float) -> None:
-        period = now - self.last
         if self.period is not None:
-            self.jitter = max(abs(period - self.period), self.jitter / 2)
-        self.period, self.last = period, now
+            early = self.due - now
+            if early > self.period / 4 and self._early:  # twice far sooner than its beat: a new beat
+                self._asked = deque([self.last], maxlen=BEAT_FROM)
+            self._early = early > self.period / 4  # once: a request so late it looks early
+            self.jitter = max(early, self.jitter / 2, 0.0)
+        self.last = now
+        self._asked.append(now)
+        period = statistics.median(b - a for a, b in itertools.pairwise(self._asked))
+        if period <= 0:  # asked twice at once: nothing to learn from
+            self.period, self.due = None, math.inf
+            return
+        # the beat nearest this request: the median of each request's phase against this one's
+        beat = now + statistics.median((a - now + period / 2) % period - period / 2 for a in self._asked)
+        self.period = period
+        self.due = beat if beat - now > period / 4 else beat + period  # before its beat: a late one
 
 
 class Exposition:
@@ -219,10 +245,10 @@ class Exposition:
             scraper.asked(now)
 
     def scrapes(self) -> list[Scrape]:
-        """Each scraper seen lately: when it last asked, its period (None: not learnt yet), and
-        how much that varies."""
+        """Each scraper seen lately: when it will ask next, its period (None: not learnt yet),
+        and how much sooner than expected it came lately."""
         self._forget(self._clock())
-        return [(s.last, s.period, s.jitter) for s in self._scrapers.values()]
+        return [(s.due, s.period, s.jitter) for s in self._scrapers.values()]
 
     def _forget(self, now: float) -> None:
         for key in [key for key, s in self._scrapers.items() if now - s.last > self._ahead_window]:
@@ -235,7 +261,7 @@ class Exposition:
         return {
             fmt
             for (_, fmt), s in self._scrapers.items()
-            if s.period is None or now >= s.last + s.period - self._lead - s.jitter
+            if s.period is None or now >= s.due - self._lead - s.jitter
         }
 
     def close(self) -> None:
