@@ -13,7 +13,8 @@ host every second whoever reads them, taken with `git archive`) side by side:
   3. scrape latency every 5 s, 15 s and 60 s, ours, the baseline's and node_exporter's, each
      scraped by several scrapers (each from an address of its own, at phases spread over the
      period) so that each row holds at least ``--scrapes`` scrapes: p50 / p99 / max;
-  4. row 1 again at 100 containers.
+  4. row 1 again at 100 containers;
+  5. (`--rows late`) row 1 with every fifth scrape a second late, its next one on the beat again.
 
 Each exporter is started afresh for each row, so that no row inherits the scrapers of another.
 Needs scripts/setup.sh to have run (dockerd, the busybox image, node_exporter).
@@ -58,12 +59,16 @@ REFRESHES = re.compile(rb'^kato_exporter_collections_total\{source="containers"\
 
 class Scraper(threading.Thread):
     """Scrapes ``url`` every ``period`` from ``source`` (an address of its own) on one keep-alive
-    connection with Prometheus' headers, starting after ``phase``: each scrape's latency (ms)
-    and, where the body says, its data age (s)."""
+    connection with Prometheus' headers, starting after ``phase``, every ``late_every``-th scrape
+    ``late`` seconds late (a busy Prometheus': the next one on its beat again): each scrape's
+    latency (ms) and, where the body says, its data age (s)."""
 
-    def __init__(self, url: str, period: float, phase: float, until: float, source: str) -> None:
+    def __init__(
+        self, url: str, period: float, phase: float, until: float, source: str, late: tuple[int, float]
+    ) -> None:
         super().__init__(daemon=True)
         self.url, self.period, self.phase, self.until, self.source = url, period, phase, until, source
+        self.late_every, self.late = late
         self.scrapes: list[tuple[float, float, float | None]] = []  # (when, latency, data age)
         self.refreshes: list[tuple[float, float]] = []  # (when, containers' collections so far)
         self.failed = 0
@@ -76,7 +81,12 @@ class Scraper(threading.Thread):
         headers = dict(h.split(": ", 1) for h in SCRAPER_HEADERS)
         due = time.monotonic() + self.phase
         while due < self.until:
-            time.sleep(max(0.0, due - time.monotonic()))
+            late = (
+                self.late
+                if self.late_every and len(self.scrapes) % self.late_every == self.late_every - 1
+                else 0.0
+            )
+            time.sleep(max(0.0, due + late - time.monotonic()))
             due += self.period
             started = time.perf_counter()
             try:
@@ -110,7 +120,9 @@ def summary(values: list[float]) -> dict[str, float]:
     }
 
 
-def scrape_all(urls: dict[str, str], period: float, scrapers: int, seconds: float) -> dict[str, dict]:
+def scrape_all(
+    urls: dict[str, str], period: float, scrapers: int, seconds: float, late: tuple[int, float] = (0, 0.0)
+) -> dict[str, dict]:
     """Each url scraped by ``scrapers`` scrapers every ``period`` for ``seconds`` after a warm-up
     of two periods (the exporter learns each scraper's period); the urls' scrapers interleave."""
     warm_up = 2 * period + 1
@@ -124,6 +136,7 @@ def scrape_all(urls: dict[str, str], period: float, scrapers: int, seconds: floa
                 period * (i + u / len(urls)) / scrapers,
                 start + warm_up + seconds,
                 f"127.0.{10 + u}.{10 + i}",
+                late,
             )
             for i in range(scrapers)
         ]
@@ -181,17 +194,19 @@ class OldPage(threading.Thread):
         self.join(5)
 
 
-def steady(exporters: dict[str, Exporter], seconds: float, one_hz: bool) -> dict[str, dict]:
-    """CPU and RSS of each exporter while scraped every 5 s (one scraper each), with or
-    without an old page connected, from the end of the scrapers' warm-up; data age and
-    latency of those scrapes; refreshes of the containers a second."""
+def steady(
+    exporters: dict[str, Exporter], seconds: float, one_hz: bool, late: tuple[int, float] = (0, 0.0)
+) -> dict[str, dict]:
+    """CPU and RSS of each exporter while scraped every 5 s (one scraper each, ``late`` as
+    ``Scraper``'s), with or without an old page connected, from the end of the scrapers' warm-up;
+    data age and latency of those scrapes; refreshes of the containers a second."""
     pages = [OldPage(e.url) for e in exporters.values()] if one_hz else []
     for page in pages:
         page.start()
     time.sleep(5)  # past start-up
     scraped: dict[str, dict] = {}
     urls = {n: e.url + "/metrics" for n, e in exporters.items()}
-    scrapers = threading.Thread(target=lambda: scraped.update(scrape_all(urls, 5.0, 1, seconds)))
+    scrapers = threading.Thread(target=lambda: scraped.update(scrape_all(urls, 5.0, 1, seconds, late)))
     scrapers.start()
     time.sleep(2 * 5.0 + 1)  # scrape_all's warm-up
     before = {n: (cpu_seconds(e.proc.pid), time.monotonic()) for n, e in exporters.items()}
@@ -266,6 +281,14 @@ def main() -> None:
     parser.add_argument(
         "--rows", nargs="+", default=["steady", "1hz", "latency", "small"], help="which rows to run"
     )
+    parser.add_argument(
+        "--late",
+        type=float,
+        nargs=2,
+        default=[5, 1.0],
+        metavar=("EVERY", "SECONDS"),
+        help="the row 'late' (not run by default): every EVERY-th scrape SECONDS late",
+    )
     args = parser.parse_args()
     baseline = baseline_tree(args.baseline)
     results: dict[str, object] = {
@@ -287,6 +310,10 @@ def main() -> None:
             if ("1hz" if one_hz else "steady") in args.rows:
                 row = with_exporters(n, baseline, lambda e, h=one_hz: steady(e, args.steady_seconds, h))
                 report(f"{n}_with_1hz_reader" if one_hz else f"{n}_prometheus_only", row)
+        if "late" in args.rows:
+            late = (int(args.late[0]), args.late[1])
+            row = with_exporters(n, baseline, lambda e: steady(e, args.steady_seconds, False, late))
+            report(f"{n}_prometheus_late", row)
         for period, scrapers in zip(args.periods, args.scrapers, strict=True):
             if "latency" not in args.rows:
                 break
