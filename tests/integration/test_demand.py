@@ -14,8 +14,8 @@ import pytest
 from kato_exporter.outputs.exposition import PROMETHEUS_ACCEPT
 from tests.exposition import Exposition
 
-# solo: the ages at scrapes hold for a punctual scraper; on a loaded machine the test's scraper is late
-# now and then, and the scrape after a late one can find data a period old (see docs/internals.md)
+# solo: with the old page connected the data is refreshed on the ticks of a second, and its age at a scrape
+# holds only while they keep time, which they do not on a machine the other tests keep busy
 pytestmark = [pytest.mark.integration, pytest.mark.solo]
 PERIOD = 2.0
 
