@@ -42,11 +42,13 @@ class Demand:
 
     Outputs that read every second (the Live pusher, the bridge while a client is connected)
     call ``keep_fresh`` as they read: such sources then refresh at every tick for ``HOLD``
-    seconds more. Otherwise ``scrapes`` (the exposition's) says when each scraper seen lately
-    will ask next and how often it asks, and a source refreshes ``LEAD`` seconds (plus the
-    scraper's jitter) before each scrape is due, then every interval while the scrape is late:
-    a punctual scraper costs one refresh, finds data under a second old, and its bytes are
-    rendered before it asks. Nobody scraping (none yet, or each more than a period late) gets
+    seconds more, except that a tick that would land less than ``LEAD`` before a scrape comes
+    ``LEAD`` before it (the render of a refresh just under way would hold the scrape up), and
+    the ticks after it keep that phase. Otherwise ``scrapes`` (the exposition's) says when each
+    scraper seen lately will ask next and how often it asks, and a source refreshes ``LEAD``
+    seconds (plus the scraper's jitter) before each scrape is due, then every interval while the
+    scrape is late: a punctual scraper costs one refresh, finds data under a second old, and its
+    bytes are rendered before it asks. Nobody scraping (none yet, or each more than a period late) gets
     every tick. A scraper seen once does not count until it comes back: a curl costs nothing,
     and the second scrape of a new scraper beside others may find data as old as their period.
     """
@@ -65,23 +67,23 @@ class Demand:
     def next_refresh(self, after: float, tick: float, interval: float) -> float:
         """When the next refresh is wanted (at or before now: now), given that the last one
         began at ``after`` and that the next tick of a refresh every ``interval`` is ``tick``."""
-        if tick <= self._fresh_until:
-            return tick
-        scrapes = list(self.scrapes())
-        if not scrapes:
-            return tick
         now = self._clock()
+        learnt = [
+            (due - self.LEAD - jitter, due)  # when its refresh is wanted, when it will ask
+            for due, period, jitter in self.scrapes()
+            # seen once (a curl, or a scraper whose second scrape is to come), or more than a
+            # period late: gone
+            if period is not None and now <= due + period
+        ]
+        if tick <= self._fresh_until:  # every tick, but one that would land just before a scrape
+            # comes LEAD before it instead (and the ticks after it keep that phase)
+            return min([tick] + [first for first, due in learnt if after < first < tick <= due])
         wanted = math.inf
-        for due, period, jitter in scrapes:
-            if period is None:  # seen once: a curl, or a scraper whose second scrape is to come
-                continue
-            if now > due + period:  # more than a period late: gone
-                continue
-            first = due - self.LEAD - jitter
+        for first, _ in learnt:
             if after >= first:  # that refresh was made: every interval on, until the scrape comes
                 first += (math.floor((after - first) / interval) + 1) * interval
             wanted = min(wanted, first)
-        return tick if wanted == math.inf else wanted  # every scraper gone: as if none yet
+        return tick if wanted == math.inf else wanted  # nobody scraping (or every scraper gone): every tick
 
 
 class Hub:

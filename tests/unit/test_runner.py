@@ -85,6 +85,12 @@ def test_demand_refreshes_before_each_learnt_scrape_and_every_tick_otherwise():
     demand.keep_fresh()  # a 1 Hz reader
     assert after(1000.2, 1000.7) == 1000.7
     assert after(1003.0, 1003.7) == 1014.5  # 3 s after its last read
+    now[0] = 1004.0
+    demand.keep_fresh()  # read again: fresh until 1007
+    demand.scrapes = lambda: [(1006.0, 5.0, 0.0)]  # a scrape due 0.3 s after the tick at 1005.7
+    assert after(1004.2, 1004.7, at=1004.3) == 1004.7  # the tick a second before it stays
+    assert after(1005.2, 1005.7, at=1005.3) == 1005.5  # that one comes LEAD before the scrape
+    assert after(1005.5, 1006.5) == 1006.5  # made: the next tick a second after it
 
 
 async def test_ticks_nobody_reads_are_skipped_but_a_change_is_collected_at_once():

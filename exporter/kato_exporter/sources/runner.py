@@ -9,7 +9,7 @@ collection brings it back. Other sources never notice.
 
 With a ``demand`` (the hub's), a source collects when somebody will read it: at the ticks a
 1 Hz reader wants, and just before each scrape otherwise; a ``changed`` event still collects
-at once.
+at once. A collection made sooner than its tick sets the phase of the ticks after it.
 """
 
 from __future__ import annotations
@@ -47,11 +47,13 @@ async def run_source(
     was_up: bool | None = None
     last_error: str | None = None
     changed: asyncio.Event | None = getattr(source, "changed", None)
-    tick = monotonic()  # when the next collection is due: ticks keep their phase, never drift
+    tick = monotonic()  # when the next collection is due: on its phase (no drift) until one comes sooner
     while True:
         started = monotonic()
         if started >= tick:
             tick = tick + source.interval if started - tick < source.interval else started + source.interval
+        else:  # sooner than its tick (wanted before a scrape, or a change): the ticks take its phase
+            tick = started + source.interval
         if changed is not None:
             changed.clear()
         value: Any = None
