@@ -221,8 +221,12 @@ async def serve(config: Config, stop: asyncio.Event, hub: Hub | None = None) -> 
         if bridge is not None:
             bridge.kato_url = api.url
 
+    def watched_names() -> list[str] | None:
+        sample = hub.snapshot.values.get("containers")
+        return None if sample is None else [c.meta.name for c in sample.containers]
+
     if finder is not None:
-        tasks.append(asyncio.create_task(finder.watch(found_later), name="kato-finder"))
+        tasks.append(asyncio.create_task(finder.watch(found_later, watched_names), name="kato-finder"))
     # What start made (modules, sources, their state such as the set of live session ids) is left
     # out of full garbage collections: traversing 300,000 session ids took 40-60 ms, holding the GIL.
     gc.freeze()

@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 from kato_exporter.config import DEFAULT_KATO_CONTAINER
-from kato_exporter.sources.discovery import Found, addresses, find_kato, needs_password
+from kato_exporter.sources.discovery import Found, KatoFinder, addresses, find_kato, needs_password
 
 API = re.compile(DEFAULT_KATO_CONTAINER)
 
@@ -76,3 +76,36 @@ async def test_only_an_address_that_answers_is_used_and_only_kato_s_names():
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_docker_is_asked_only_once_a_watched_container_could_be_katos_api():
+    listings: list[str] = []
+
+    class Docker:  # what the finder asks of aiodocker.Docker, counted
+        def __init__(self, url: str) -> None:
+            pass
+
+        async def _query_json(self, path: str) -> list[dict[str, Any]]:
+            listings.append(path)
+            return []
+
+        async def close(self) -> None:
+            pass
+
+    async def found(api: Found, redis: Found | None) -> None:
+        raise AssertionError("nothing answers here")
+
+    names: list[str] | None = ["web", "kato-redis"]
+    finder = KatoFinder("unix:///nowhere", API, lambda name, labels: True, False, 0.01, Docker)
+    watching = asyncio.create_task(finder.watch(found, lambda: names))
+    try:
+        await asyncio.sleep(0.1)  # ten looks, none of them at Docker: no name is KATO's API's
+        assert listings == []
+        names = ["web", "proj-kato-1"]
+        await asyncio.sleep(0.05)
+        assert listings and set(listings) == {"containers/json"}
+        names, before = None, len(listings)  # the containers not known (Docker away): Docker asked
+        await asyncio.sleep(0.05)
+        assert len(listings) > before
+    finally:
+        watching.cancel()
