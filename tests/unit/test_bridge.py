@@ -1,15 +1,24 @@
 """The bridge's frames: what a WebSocket client decodes from them."""
 
+import asyncio
 import json
 import zlib
 from dataclasses import replace
 
 import pytest
-from aiohttp import hdrs
+from aiohttp import WSMsgType, hdrs, web
 from aiohttp.test_utils import make_mocked_request
 
-from kato_exporter.model import Container, ContainersSample, SessionEvent
-from kato_exporter.outputs.bridge import containers_part, session_message, text_frame, without_server_takeover
+from kato_exporter.config import BridgeConfig
+from kato_exporter.hub import Hub
+from kato_exporter.model import Container, ContainersSample, SessionEvent, SourceHealth
+from kato_exporter.outputs.bridge import (
+    Bridge,
+    containers_part,
+    session_message,
+    text_frame,
+    without_server_takeover,
+)
 from kato_exporter.outputs.rates import Rates
 from tests.unit.test_web import USAGE, meta
 
@@ -88,3 +97,33 @@ def test_a_session_that_ends_says_why_when_it_was_not_deleted(event: str, reason
         "delta": -1,
         "time_since_last_event": 12.3,
     }
+
+
+async def test_a_collection_just_after_the_tick_goes_with_that_tick(aiohttp_client) -> None:
+    """Container collections a tick apart that land now just before the bridge's tick, now just
+    after it (a busy machine's jitter, or ticks set by a scraper's phase): each tick sends one,
+    and none is sent a tick late beside the next."""
+    hub, tick = Hub(), 0.2
+    bridge = Bridge(hub, BridgeConfig(tick=tick))
+    app = web.Application()
+    bridge.add_routes(app)
+    client = await aiohttp_client(app)
+    await bridge.start()  # its first tick: now
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    ws = await client.ws_connect("/ws")
+    await ws.send_json({"type": "subscribe", "subscriptions": ["containers"]})
+    try:
+        for k in range(1, 11):
+            await asyncio.sleep(max(0.0, began + k * tick + (0.03 if k % 2 else -0.03) - loop.time()))
+            usage = replace(USAGE, cpu_seconds=float(k))
+            sample = ContainersSample((Container(meta("a", "running"), usage),), "cgroup")
+            await hub.update("containers", sample, SourceHealth(up=True))
+        await asyncio.sleep(tick)
+    finally:
+        await bridge.close()
+    updates = []
+    while (message := await ws.receive(timeout=1)).type == WSMsgType.TEXT:
+        updates.append(json.loads(message.data))
+    sent = [u["timestamp"] for u in updates if u["type"] == "realtime_update" and "containers" in u["data"]]
+    assert len(sent) == 10, sent

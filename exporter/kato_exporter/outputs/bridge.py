@@ -330,6 +330,9 @@ class Client:
         return None if closed else transport
 
 
+REFRESHED = ("containers", "host")  # the sources a client keeps collecting every second
+
+
 class Bridge:
     def __init__(self, hub: Hub, settings: BridgeConfig, kato_url: str = "") -> None:
         self._hub, self.settings, self.kato_url = hub, settings, kato_url  # set when KATO is found
@@ -463,10 +466,17 @@ class Bridge:
 
     async def _tick(self) -> None:
         due = time.monotonic()
+        ticked: dict[str, float] = {}  # when containers and host collected, as of the last tick
         while True:
-            now = time.time()
             if self.clients:
                 self._hub.demand.keep_fresh()
+                await self._collected_since(ticked)
+            ticked = {
+                s: self._hub.snapshot.collected_at[s]
+                for s in REFRESHED
+                if s in self._hub.snapshot.collected_at
+            }
+            now = time.time()
             self.refresh()
             messages: dict[tuple[str, ...], str] = {}  # each distinct message made once a tick
             frames: dict[tuple[str, int], bytes] = {}  # and compressed once
@@ -494,6 +504,21 @@ class Bridge:
             if delay < 0:
                 due, delay = time.monotonic() + self.settings.tick, self.settings.tick
             await asyncio.sleep(delay)
+
+    async def _collected_since(self, ticked: Mapping[str, float]) -> None:
+        """Wait, up to half a tick, until containers and host have collected since the last tick
+        (at ``ticked``). They collect every second too, on a phase of their own (that of the
+        scrapes): when this second's collections land just after the tick, the tick goes with them
+        rather than send nothing now and skip a second."""
+
+        def stale(snapshot: Snapshot) -> bool:
+            return any(snapshot.collected_at.get(s) == at for s, at in ticked.items())
+
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.settings.tick / 2):
+                snapshot = self._hub.snapshot
+                while stale(snapshot):
+                    snapshot = await self._hub.next_snapshot(snapshot.version)
 
     async def _close_slow(self, client: Client) -> None:
         """Close a client whose writer is stuck on a full socket: the close frame cannot get
