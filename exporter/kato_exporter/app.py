@@ -16,7 +16,7 @@ from aiohttp import web
 
 from kato_exporter import __version__
 from kato_exporter.config import Config, read_secret, split_address
-from kato_exporter.hub import Hub
+from kato_exporter.hub import Demand, Hub
 from kato_exporter.model import SessionEvent
 from kato_exporter.outputs.bridge import Bridge
 from kato_exporter.outputs.exposition import Exposition
@@ -202,7 +202,7 @@ async def serve(config: Config, stop: asyncio.Event, hub: Hub | None = None) -> 
     hub.demand.scrapes = exposition.scrapes  # containers and host refresh when somebody reads them
     tasks = [
         asyncio.create_task(
-            run_source(s, hub, demand=hub.demand if isinstance(s, ContainersSource | HostSource) else None),
+            run_source(s, hub, demand=hub.demand if s.name in Demand.SOURCES else None),
             name=s.name,
         )
         for s in sources

@@ -53,6 +53,7 @@ class Demand:
     and the second scrape of a new scraper beside others may find data as old as their period.
     """
 
+    SOURCES = ("containers", "host")  # the sources refreshed on demand
     HOLD = 3.0  # seconds a 1 Hz reader keeps its sources fresh after its last read
     LEAD = 0.5  # before a scrape: room for a collection and a render of 1,000 containers
 

@@ -43,7 +43,7 @@ from aiohttp import WSCloseCode, WSMsgType, hdrs, web
 from aiohttp.abc import AbstractStreamWriter
 
 from kato_exporter.config import BridgeConfig
-from kato_exporter.hub import Hub, Snapshot
+from kato_exporter.hub import Demand, Hub, Snapshot
 from kato_exporter.model import (
     AlertNotice,
     ContainersSample,
@@ -330,9 +330,6 @@ class Client:
         return None if closed else transport
 
 
-REFRESHED = ("containers", "host")  # the sources a client keeps collecting every second
-
-
 class Bridge:
     def __init__(self, hub: Hub, settings: BridgeConfig, kato_url: str = "") -> None:
         self._hub, self.settings, self.kato_url = hub, settings, kato_url  # set when KATO is found
@@ -471,11 +468,8 @@ class Bridge:
             if self.clients:
                 self._hub.demand.keep_fresh()
                 await self._collected_since(ticked)
-            ticked = {
-                s: self._hub.snapshot.collected_at[s]
-                for s in REFRESHED
-                if s in self._hub.snapshot.collected_at
-            }
+            collected = self._hub.snapshot.collected_at
+            ticked = {s: collected[s] for s in Demand.SOURCES if s in collected}
             now = time.time()
             self.refresh()
             messages: dict[tuple[str, ...], str] = {}  # each distinct message made once a tick
