@@ -179,7 +179,9 @@ async def serve(config: Config, stop: asyncio.Event, hub: Hub | None = None) -> 
     bridge = Bridge(hub, config.bridge, config.kato.url) if config.bridge.enabled else None
     if bridge is not None:
         bridge.add_routes(app)
-    runner = web.AppRunner(app, access_log=None)
+    # on SIGTERM, requests under way get two seconds to finish (aiohttp's default: a minute, and as
+    # long again once cancelled); a reader that stalled does not hold the stop
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     host, port = split_address(config.web.listen_address)
     await web.TCPSite(runner, host, port, ssl_context=security.tls).start()

@@ -5,9 +5,11 @@ webhook; each message checked against docs/legacy-protocol.md."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import itertools
 import json
+import os
 import random
 import socket
 import threading
@@ -399,6 +401,9 @@ async def test_a_client_that_stops_reading_is_closed_and_slows_nobody(bridge, ru
     )
     async with aiohttp.ClientSession() as session:
         readers = [await connect(session, exporter) for _ in range(5)]
+        await asyncio.sleep(1)
+        alone = time.monotonic()
+        await asyncio.sleep(3)  # the pace of the updates on this machine now, all reading
         # a client that reads nothing: a raw socket with a small receive window, set before connecting
         raw = socket.socket()
         raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -419,15 +424,40 @@ async def test_a_client_that_stops_reading_is_closed_and_slows_nobody(bridge, ru
             f"RSS {rss_before / 1e6:.0f} → {exporter_rss(exporter) / 1e6:.0f} MB"
         )
         assert exporter_rss(exporter) < rss_before + 50e6  # what waits for it is bounded
+        cut_by = time.monotonic() + 2  # not left to linger with megabytes unsent: cut
+        while holds(exporter, raw.getsockname()[1]):
+            assert time.monotonic() < cut_by, "the client that reads nothing was closed, never cut"
+            await asyncio.sleep(0.05)
         await asyncio.sleep(1)
-        for page in readers:
+        for page in readers:  # each reader's pace beside the stuck client, against its own before
             updates = [at for at, m in page.messages if m["type"] == "realtime_update"]
-            assert len(updates) >= 8 * (time.monotonic() - started), len(updates)
+            before = sum(alone <= at < started for at in updates) / (started - alone)
+            beside = sum(at >= started for at in updates) / (time.monotonic() - started)
+            assert beside >= 0.8 * before, f"updates a second: {before:.1f} before, {beside:.1f} beside"
             assert max(b - a for a, b in itertools.pairwise(updates)) < 0.6
             assert page.closed is None
+        stopping = time.monotonic()
+        exporter.proc.terminate()  # with the readers connected, and the cut client's socket open
+        assert exporter.proc.wait(5) == 0
+        print(f"stopped in {time.monotonic() - stopping:.2f} s")
         raw.close()
         for page in readers:
-            await page.ws.close()
+            await page.wait(lambda page=page: page.closed is not None, what="the stop's close")
+            assert page.closed == 1001
+
+
+def holds(exporter: Exporter, port: int) -> bool:
+    """Whether the exporter's process still holds its end of a TCP connection from ``port``."""
+    held = set()
+    for fd in Path(f"/proc/{exporter.proc.pid}/fd").iterdir():
+        with contextlib.suppress(FileNotFoundError):  # closed meanwhile
+            held.add(os.readlink(fd).removeprefix("socket:[").removesuffix("]"))
+    for line in Path(f"/proc/{exporter.proc.pid}/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()  # sl, local address:port, remote address:port, ..., inode (10th)
+        ports = int(fields[1].split(":")[1], 16), int(fields[2].split(":")[1], 16)
+        if ports == (exporter.port, port) and fields[9] in held:
+            return True
+    return False
 
 
 def exporter_rss(exporter: Exporter) -> int:

@@ -369,8 +369,8 @@ class Bridge:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for client in list(self.clients):
-            await client.ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+        going = (self._hang_up(c, WSCloseCode.GOING_AWAY, b"server shutdown") for c in list(self.clients))
+        await asyncio.gather(*going, *self._closing, return_exceptions=True)
         if self._events is not None:
             self._hub.unsubscribe(self._events)
         if self._http is not None:
@@ -491,7 +491,8 @@ class Bridge:
                 ):
                     log.info("closing a WebSocket client that stopped reading (queue full)")
                     self.clients.discard(client)
-                    self._closing.add(task := asyncio.create_task(self._close_slow(client)))
+                    hang_up = self._hang_up(client, TRY_AGAIN_LATER, b"too slow")
+                    self._closing.add(task := asyncio.create_task(hang_up))
                     task.add_done_callback(self._closing.discard)
             due += self.settings.tick
             delay = due - time.monotonic()
@@ -514,14 +515,19 @@ class Bridge:
                 while stale(snapshot):
                     snapshot = await self._hub.next_snapshot(snapshot.version)
 
-    async def _close_slow(self, client: Client) -> None:
-        """Close a client whose writer is stuck on a full socket: the close frame cannot get
-        through either, so the connection is dropped after a second."""
-        with contextlib.suppress(TimeoutError):
+    async def _hang_up(self, client: Client, code: int, message: bytes) -> None:
+        """Close the client's WebSocket with ``code``; when that has not been done within a second
+        (its socket is full: the close frame cannot get through either) or left bytes unsent, the
+        connection is cut: nothing waits on a client that does not read."""
+        try:
             async with asyncio.timeout(1.0):
-                await client.ws.close(code=TRY_AGAIN_LATER, message=b"too slow")
-        if not client.ws.closed and client.transport is not None:
-            client.transport.abort()
+                await client.ws.close(code=code, message=message)
+            done = True
+        except TimeoutError:
+            done = False
+        transport = client.transport
+        if transport is not None and (not done or transport.get_write_buffer_size()):
+            transport.abort()
 
     async def _relay(self) -> None:
         assert self._events is not None
