@@ -241,11 +241,15 @@ def test_points_equal_metrics_and_every_live_panel_field_is_pushed(
             for _ in range(20):
                 metrics = exporter.scrape()
                 at = metrics.value("kato_exporter_last_success_timestamp_seconds", source=source)
-                rows = wait_for(
-                    lambda at=at: influx.query(f"SELECT * FROM {measurement} WHERE time = {ns(at)}"),
+                # read once InfluxDB has answered the write of that instant's body: a query while
+                # it writes sees part of the body (rows, even fields, missing; seen under load)
+                stamp = f" {ns(at)}\n".encode()
+                wait_for(
+                    lambda stamp=stamp: any(stamp in body for _, body in grafana.bodies.items),
                     5,
-                    what=f"{measurement} at {at}",
+                    what=f"{measurement} at {at} written",
                 )
+                rows = influx.query(f"SELECT * FROM {measurement} WHERE time = {ns(at)}")
                 # a scrape between two sources' updates could mix instants: try again
                 if metrics.value("kato_exporter_last_success_timestamp_seconds", source=source) == at:
                     return metrics, rows  # type: ignore[return-value]
