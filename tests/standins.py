@@ -1,11 +1,14 @@
 """Local stand-ins for what cannot run here: Slack's incoming webhook, an SMTP server, and
-Grafana's Live push endpoint. Each records what it got, with the time it arrived."""
+Grafana's Live push endpoint. Each records what it got, with the time it arrived. And a browser
+that stopped reading its WebSocket."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import email
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,6 +31,22 @@ class Inbox:
 
     def add(self, item: Any) -> None:
         self.items.append((time.time(), item))
+
+
+async def silent_ws_client(port: int) -> socket.socket:
+    """A WebSocket client on ``port`` (loopback, ``/ws``) that reads nothing: a raw socket with a
+    4 KB receive window, set before connecting, its upgrade request sent."""
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(raw, ("127.0.0.1", port))
+    await loop.sock_sendall(
+        raw,
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    return raw
 
 
 @contextlib.contextmanager

@@ -11,7 +11,6 @@ import itertools
 import json
 import os
 import random
-import socket
 import threading
 import time
 import urllib.error
@@ -25,6 +24,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import RUN_LABEL, Exporter, wait_for
+from tests.standins import silent_ws_client
 
 pytestmark = pytest.mark.integration
 
@@ -404,16 +404,7 @@ async def test_a_client_that_stops_reading_is_closed_and_slows_nobody(bridge, ru
         await asyncio.sleep(1)
         alone = time.monotonic()
         await asyncio.sleep(3)  # the pace of the updates on this machine now, all reading
-        # a client that reads nothing: a raw socket with a small receive window, set before connecting
-        raw = socket.socket()
-        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        raw.setblocking(False)
-        await asyncio.get_running_loop().sock_connect(raw, ("127.0.0.1", exporter.port))
-        await asyncio.get_running_loop().sock_sendall(
-            raw,
-            b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        )
+        raw = await silent_ws_client(exporter.port)
         rss_before = exporter_rss(exporter)
         started = time.monotonic()
         while "closing a WebSocket client that stopped reading" not in exporter.log.read_text():

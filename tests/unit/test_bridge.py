@@ -2,7 +2,6 @@
 
 import asyncio
 import json
-import socket
 import zlib
 from dataclasses import replace
 
@@ -21,6 +20,7 @@ from kato_exporter.outputs.bridge import (
     without_server_takeover,
 )
 from kato_exporter.outputs.rates import Rates
+from tests.standins import silent_ws_client
 from tests.unit.test_web import USAGE, meta
 
 
@@ -138,16 +138,8 @@ async def test_the_stop_cuts_a_client_that_reads_nothing(aiohttp_client) -> None
     bridge.add_routes(app)
     server = await aiohttp_client(app)
     await bridge.start()
-    with socket.socket() as raw:
-        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # reads nothing, holds little
-        raw.setblocking(False)
-        loop = asyncio.get_running_loop()
-        await loop.sock_connect(raw, ("127.0.0.1", server.port))
-        await loop.sock_sendall(
-            raw,
-            b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        )
+    loop = asyncio.get_running_loop()
+    with await silent_ws_client(server.port) as raw:
         while not bridge.clients:
             await asyncio.sleep(0.01)
         (client,) = bridge.clients
